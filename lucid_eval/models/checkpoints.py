@@ -1,0 +1,134 @@
+"""Hugging Face-format checkpoints: strict loading with explicit name mapping, and saving.
+
+Accepted weight namings, all mapped onto HF's canonical names:
+- HF `BertForPreTraining` (`LayerNorm.weight/bias`, `cls.predictions.bias`, optionally the tied
+  `cls.predictions.decoder.weight` and its alias `cls.predictions.decoder.bias`);
+- Google-converted checkpoints (`LayerNorm.gamma/beta`), as in the original bert-base-uncased files;
+- lucid 2.x (`layernorm` in lower case, the decoder bias inside `cls.predictions.decoder`).
+Anything else is an error that names the missing, unexpected and mis-shaped keys.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lucid_eval.models.config import BERTConfig
+
+if TYPE_CHECKING:
+    from lucid_eval.models.model import BERTForPreTraining
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+BIN_NAME = "pytorch_model.bin"
+DECODER_WEIGHT = "cls.predictions.decoder.weight"
+DECODER_BIAS = "cls.predictions.decoder.bias"
+HEAD_BIAS = "cls.predictions.bias"
+# Buffers some exporters save; they carry no weights.
+IGNORED_KEYS = re.compile(r"^(bert\.)?embeddings\.(position_ids|token_type_ids)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match the model it is loaded into."""
+
+
+def canonical_name(name: str) -> str:
+    """Map one saved parameter name onto HF's naming."""
+    name = re.sub(r"(^|\.)layernorm\.", r"\1LayerNorm.", name)
+    name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+    name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+    if name == DECODER_BIAS:
+        return HEAD_BIAS
+    return name
+
+
+def read_state_dict(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read weights from a dir or file; safetensors preferred, .bin only with weights_only=True."""
+    if path.is_dir():
+        if (path / SAFETENSORS_NAME).exists():
+            path = path / SAFETENSORS_NAME
+        elif (path / BIN_NAME).exists():
+            path = path / BIN_NAME
+        else:
+            raise CheckpointError(f"{path} has neither {SAFETENSORS_NAME} nor {BIN_NAME}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path), device=map_location)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle with arbitrary objects is refused, not executed
+        raise CheckpointError(f"{path} could not be loaded with weights_only=True: {exc}") from exc
+
+
+def remap_state_dict(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename saved keys to the model's names and check that keys and shapes match exactly."""
+    mapped: dict[str, torch.Tensor] = {}
+    tied_decoder: torch.Tensor | None = None
+    unexpected: list[str] = []
+    for key, tensor in saved.items():
+        if IGNORED_KEYS.match(key):
+            continue
+        name = canonical_name(key)
+        if name == DECODER_WEIGHT and DECODER_WEIGHT not in expected:
+            tied_decoder = tensor  # tied to the word embeddings: shape-checked, then dropped
+            continue
+        if name in mapped:
+            if not torch.equal(mapped[name], tensor):
+                raise CheckpointError(f"{key} and another name both map to {name} with different values")
+            continue
+        if name not in expected:
+            unexpected.append(key)
+            continue
+        mapped[name] = tensor
+    missing = sorted(set(expected) - set(mapped))
+    shapes = [
+        f"{name}: checkpoint {tuple(mapped[name].shape)} vs model {tuple(expected[name].shape)}"
+        for name in sorted(mapped)
+        if mapped[name].shape != expected[name].shape
+    ]
+    word = "bert.embeddings.word_embeddings.weight"
+    if tied_decoder is not None and word in expected and tied_decoder.shape != expected[word].shape:
+        shapes.append(
+            f"{DECODER_WEIGHT}: checkpoint {tuple(tied_decoder.shape)} vs model {tuple(expected[word].shape)}"
+        )
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(sorted(unexpected))}")
+        if shapes:
+            parts.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
+        raise CheckpointError("checkpoint does not match the model: " + " | ".join(parts))
+    return mapped
+
+
+def model_state_names(model: BERTForPreTraining) -> dict[str, torch.Tensor]:
+    """The model's own parameters, without the decoder weight when it is tied to the embeddings."""
+    state = model.state_dict()
+    if model.config.tie_word_embedding:
+        state.pop(DECODER_WEIGHT, None)
+    return state
+
+
+def load_pretrained(cls: type[BERTForPreTraining], path: str | Path, map_location: str = "cpu") -> BERTForPreTraining:
+    path = Path(path)
+    config_path = path / CONFIG_NAME if path.is_dir() else path.parent / CONFIG_NAME
+    if not config_path.exists():
+        raise CheckpointError(f"no {CONFIG_NAME} next to the weights at {path}")
+    model = cls(BERTConfig.from_json_file(config_path))
+    state = remap_state_dict(read_state_dict(path, map_location), model_state_names(model))
+    model.load_state_dict(state, strict=False)  # strictness is enforced by remap_state_dict
+    model.tie_weights()
+    return model.eval()
+
+
+def save_pretrained(model: BERTForPreTraining, path: str | Path) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.to_json_file(path / CONFIG_NAME)
+    state = {k: v.detach().contiguous().cpu() for k, v in model_state_names(model).items()}
+    save_file(state, str(path / SAFETENSORS_NAME), metadata={"format": "pt"})

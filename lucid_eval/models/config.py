@@ -1,0 +1,114 @@
+"""BERTConfig: the model's hyper-parameters, round-tripping Hugging Face `config.json`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+# Activation names as they appear in HF/Google configs and in lucid; "gelu" is the exact erf form.
+GELU_EXACT = ("gelu",)
+GELU_TANH = ("gelu_tanh", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+
+@dataclass
+class BERTConfig:
+    """Hyper-parameters of a BERT encoder and its pretraining heads (HF field names)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    tie_word_embedding: bool = True
+    # "sdpa" uses torch's fused attention; "eager" spells out matmul/softmax so ONNX Runtime's
+    # transformer optimizer can recognise and fuse the attention pattern after export.
+    attn_implementation: str = "sdpa"
+    # Accepted for lucid compatibility; only the encoder-only values are supported.
+    use_cache: bool = False
+    is_decoder: bool = False
+    add_cross_attention: bool = False
+    chunk_size_feed_forward: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act not in GELU_EXACT + GELU_TANH:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {GELU_EXACT + GELU_TANH}")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ValueError(f"attn_implementation must be 'sdpa' or 'eager', got {self.attn_implementation!r}")
+        if self.is_decoder or self.add_cross_attention:
+            raise ValueError("BERTForPreTraining is encoder-only: is_decoder/add_cross_attention must be False")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BERTConfig:
+        """Build from an HF or lucid config dict; keys that do not shape the model are ignored."""
+        data = dict(data)
+        if data.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {data['position_embedding_type']!r} is not supported")
+        if "tie_word_embeddings" in data and "tie_word_embedding" not in data:
+            data["tie_word_embedding"] = data["tie_word_embeddings"]
+        if "_attn_implementation" in data and "attn_implementation" not in data:
+            data["attn_implementation"] = data["_attn_implementation"] or "sdpa"
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """HF-compatible dict (what `transformers.BertConfig.from_dict` reads)."""
+        data = asdict(self)
+        data["tie_word_embeddings"] = data.pop("tie_word_embedding")
+        data.pop("attn_implementation")
+        return {
+            "architectures": ["BertForPreTraining"],
+            "model_type": "bert",
+            "position_embedding_type": "absolute",
+            **data,
+        }
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> BERTConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def base(cls, **overrides: Any) -> BERTConfig:
+        """bert-base-uncased shape: 12 layers, hidden 768, 12 heads."""
+        return cls(**overrides)
+
+    @classmethod
+    def large(cls, **overrides: Any) -> BERTConfig:
+        """bert-large shape: 24 layers, hidden 1024, 16 heads."""
+        params: dict[str, Any] = dict(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+        )
+        return cls(**{**params, **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> BERTConfig:
+        """A few-thousand-parameter model for tests and demos (2 layers, hidden 32)."""
+        params: dict[str, Any] = dict(
+            vocab_size=1000,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
+        return cls(**{**params, **overrides})

@@ -1,0 +1,370 @@
+"""BERTForPreTraining: BERT with masked-LM and next-sentence heads, exposing lucid's task API.
+
+The encoder lives in `bert.py`; this file holds the task methods (losses, masking, predictions,
+accuracies) with lucid's signatures. Shapes: B batch, T tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lucid_eval.models.bert import BertModel, BertPreTrainingHeads
+from lucid_eval.models.config import BERTConfig
+
+if TYPE_CHECKING:
+    from lucid_eval.models.tokenizer import BERTTokenizerFast
+
+Reduction = Literal["mean", "sum"] | None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Map lucid's device names ('cpu', 'gpu') to torch; asking for a GPU without CUDA is an error."""
+    name = str(device)
+    if name in ("gpu", "cuda") or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={device!r} asks for a CUDA GPU, but torch.cuda.is_available() is False "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device='cpu'"
+            )
+        return torch.device("cuda" if name == "gpu" else name)
+    if name != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    return torch.device("cpu")
+
+
+def token_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int, reduction: Reduction) -> Tensor:
+    """Cross-entropy over labelled tokens. 'mean' is 0 (not NaN) when no token is labelled;
+    None gives one loss per example: the mean over that example's labelled tokens."""
+    B = labels.shape[0]
+    per_token = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index, reduction="none"
+    ).view(B, -1)  # (B, T); 0 at ignored positions
+    valid = (labels != ignore_index).view(B, -1)
+    if reduction == "sum":
+        return per_token.sum()
+    if reduction == "mean":
+        return per_token.sum() / valid.sum().clamp(min=1)
+    if reduction is None:
+        return per_token.sum(1) / valid.sum(1).clamp(min=1)
+    raise ValueError(f"reduction must be 'mean', 'sum' or None, got {reduction!r}")
+
+
+def masked_accuracy(pred: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+    valid = labels != ignore_index
+    if not valid.any():
+        return torch.zeros((), device=labels.device)
+    return (pred[valid] == labels[valid]).float().mean()
+
+
+class BERTForPreTraining(nn.Module):
+    """BERT with the masked-LM and next-sentence-prediction heads (lucid's API, HF's weights)."""
+
+    def __init__(self, config: BERTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.apply(self._init_weights)
+        self.tie_weights()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def tie_weights(self) -> None:
+        """Share the MLM decoder weight with the word embeddings (the bias stays the head's own)."""
+        if self.config.tie_word_embedding:
+            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    @property
+    def device(self) -> torch.device:
+        return self.bert.embeddings.word_embeddings.weight.device
+
+    # ---- forward and losses -------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Returns (prediction_scores (B, T, V), seq_relationship_scores (B, 2))."""
+        sequence_output, pooled_output = self.bert(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
+        )
+        return self.cls(sequence_output, pooled_output)
+
+    def get_mlm_loss(
+        self,
+        mlm_labels: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        *,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+    ) -> Tensor:
+        scores, _ = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return token_cross_entropy(scores, mlm_labels, ignore_index, reduction)
+
+    def get_nsp_loss(
+        self,
+        nsp_labels: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> Tensor:
+        _, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return F.cross_entropy(nsp_scores.float(), nsp_labels.reshape(-1), reduction=reduction or "none")
+
+    def get_loss(
+        self,
+        mlm_labels: Tensor,
+        nsp_labels: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        *,
+        mlm_weight: float = 1.0,
+        nsp_weight: float = 1.0,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+    ) -> Tensor:
+        """mlm_weight * MLM loss + nsp_weight * NSP loss; reduction=None gives one loss per example (B,)."""
+        scores, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        mlm = token_cross_entropy(scores, mlm_labels, ignore_index, reduction)
+        nsp = F.cross_entropy(nsp_scores.float(), nsp_labels.reshape(-1), reduction=reduction or "none")
+        return mlm_weight * mlm + nsp_weight * nsp
+
+    def get_loss_from_text(
+        self,
+        tokenizer: BERTTokenizerFast,
+        text_a: str,
+        text_b: str | None = None,
+        *,
+        nsp_label: int = 0,
+        device: str = "cpu",
+        mask_token_id: int | None = None,
+        mlm_probability: float = 0.15,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        mlm_weight: float = 1.0,
+        nsp_weight: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Tokenize one text (pair), mask it, and return the pretraining loss.
+
+        mask_token_id defaults to the tokenizer's [MASK] id; pass a `generator` for reproducible masks.
+        """
+        dev = resolve_device(device)
+        if next(self.parameters()).device.type != dev.type:
+            raise RuntimeError(f"model is on {self.device} but device={device!r}; call model.to(...) first")
+        enc = tokenizer.encode_pretraining_inputs(text_a, text_b, return_tensor=True, device=dev)
+        masked_ids, labels = self.create_masked_lm_inputs(
+            enc["input_ids"],
+            enc["attention_mask"],
+            enc["special_tokens_mask"],
+            mask_token_id=tokenizer.mask_token_id if mask_token_id is None else mask_token_id,
+            mlm_probability=mlm_probability,
+            mask_replace_prob=mask_replace_prob,
+            random_replace_prob=random_replace_prob,
+            ignore_index=ignore_index,
+            generator=generator,
+        )
+        return self.get_loss(
+            labels,
+            torch.tensor([nsp_label], device=dev),
+            masked_ids,
+            enc["attention_mask"],
+            enc["token_type_ids"],
+            mlm_weight=mlm_weight,
+            nsp_weight=nsp_weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+
+    # ---- masking ----------------------------------------------------------------------------
+    def create_masked_lm_inputs(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        special_tokens_mask: Tensor | None = None,
+        *,
+        mask_token_id: int = 103,
+        mlm_probability: float = 0.15,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        ignore_index: int = -100,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """BERT masking: each eligible token (attended, not special) is selected with probability
+        mlm_probability; selected tokens become [MASK] (80 %), a random id (10 %) or stay (10 %).
+        Returns (masked_input_ids, labels) with labels = original id where selected, else ignore_index."""
+        probabilities = {
+            "mlm_probability": mlm_probability,
+            "mask_replace_prob": mask_replace_prob,
+            "random_replace_prob": random_replace_prob,
+        }
+        for name, p in probabilities.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if mask_replace_prob + random_replace_prob > 1.0:
+            raise ValueError("mask_replace_prob + random_replace_prob must be <= 1")
+        input_ids = input_ids.long()
+        eligible = torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is not None:
+            eligible &= attention_mask > 0
+        if special_tokens_mask is not None:
+            eligible &= special_tokens_mask == 0
+
+        gen_device = generator.device if generator is not None else input_ids.device
+        shape = input_ids.shape
+        selected = torch.rand(shape, generator=generator, device=gen_device).to(input_ids.device) < mlm_probability
+        selected &= eligible
+        labels = torch.where(selected, input_ids, torch.full_like(input_ids, ignore_index))
+        replace = torch.rand(shape, generator=generator, device=gen_device).to(input_ids.device)
+        to_mask = selected & (replace < mask_replace_prob)
+        to_random = selected & (replace >= mask_replace_prob) & (replace < mask_replace_prob + random_replace_prob)
+        random_ids = torch.randint(0, self.config.vocab_size, shape, generator=generator, device=gen_device)
+        random_ids = random_ids.to(input_ids.device)
+        masked = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
+        masked = torch.where(to_random, random_ids, masked)
+        return masked, labels
+
+    # ---- predictions and accuracy ------------------------------------------------------------
+    def predict_mlm_token_ids(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        scores, _ = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return scores.argmax(-1)  # (B, T)
+
+    def predict_nsp_labels(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        _, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return nsp_scores.argmax(-1)  # (B,)
+
+    def get_mlm_accuracy(
+        self,
+        mlm_labels: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        *,
+        ignore_index: int = -100,
+    ) -> Tensor:
+        pred = self.predict_mlm_token_ids(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return masked_accuracy(pred, mlm_labels, ignore_index)
+
+    def get_nsp_accuracy(
+        self,
+        nsp_labels: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        pred = self.predict_nsp_labels(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return (pred == nsp_labels.reshape(-1)).float().mean()
+
+    def get_accuracy(
+        self,
+        mlm_labels: Tensor,
+        nsp_labels: Tensor,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        *,
+        mlm_weight: float = 1.0,
+        nsp_weight: float = 1.0,
+        ignore_index: int = -100,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(mlm_acc, nsp_acc, weighted_acc) with weighted = (w_m*mlm + w_n*nsp) / (w_m + w_n)."""
+        if mlm_weight + nsp_weight <= 0:
+            raise ValueError("mlm_weight + nsp_weight must be positive")
+        scores, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        mlm_acc = masked_accuracy(scores.argmax(-1), mlm_labels, ignore_index)
+        nsp_acc = (nsp_scores.argmax(-1) == nsp_labels.reshape(-1)).float().mean()
+        weighted = (mlm_weight * mlm_acc + nsp_weight * nsp_acc) / (mlm_weight + nsp_weight)
+        return mlm_acc, nsp_acc, weighted
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, *, weights: str | Path | None = None, map_location: str = "cpu"
+    ) -> BERTForPreTraining:
+        """Load an HF-format checkpoint dir (config.json + model.safetensors or pytorch_model.bin),
+        strictly. `weights=` is lucid's spelling of the same argument."""
+        from lucid_eval.models.checkpoints import load_pretrained
+
+        if (path is None) == (weights is None):
+            raise TypeError("pass the checkpoint as path or weights=, not both")
+        return load_pretrained(cls, path if path is not None else weights, map_location=map_location)
+
+    def save_pretrained(self, path: str) -> None:
+        """Write config.json + model.safetensors in Hugging Face format."""
+        from lucid_eval.models.checkpoints import save_pretrained
+
+        save_pretrained(self, path)
+
+
+def bert_for_pre_training_base(**overrides) -> BERTForPreTraining:
+    """bert-base-uncased architecture, randomly initialised."""
+    return BERTForPreTraining(BERTConfig.base(**overrides))
+
+
+def bert_for_pre_training_large(**overrides) -> BERTForPreTraining:
+    """bert-large-uncased architecture, randomly initialised."""
+    return BERTForPreTraining(BERTConfig.large(**overrides))
+
+
+def bert_for_pre_training_tiny(**overrides) -> BERTForPreTraining:
+    """A tiny model for tests and demos."""
+    return BERTForPreTraining(BERTConfig.tiny(**overrides))

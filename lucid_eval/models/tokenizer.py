@@ -1,0 +1,258 @@
+"""BERTTokenizerFast: BERT's WordPiece tokenizer on the Rust `tokenizers` library (lucid's API).
+
+Normalisation, pre-tokenisation, WordPiece and the [CLS]/[SEP] template are the `tokenizers`
+components Hugging Face uses for BERT, so ids match `transformers.BertTokenizerFast`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+SPECIAL_TOKENS = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.txt"
+CONFIG_FILE = "tokenizer_config.json"
+
+
+def read_vocab(path: str | Path) -> dict[str, int]:
+    """vocab.txt: one token a line, id = line number."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return {token: i for i, token in enumerate(lines)}
+
+
+class BERTTokenizerFast:
+    """WordPiece tokenizer for BERT text (pairs), with pair truncation that keeps [CLS]/[SEP]."""
+
+    def __init__(
+        self,
+        vocab_file: str | Path | None = None,
+        *,
+        vocab: dict[str, int] | None = None,
+        tokenizer_object: Tokenizer | None = None,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        model_max_length: int = 512,
+        **special_tokens: str,
+    ) -> None:
+        unknown = set(special_tokens) - set(SPECIAL_TOKENS)
+        if unknown:
+            raise TypeError(f"unknown arguments: {sorted(unknown)}")
+        self.special_tokens = {**SPECIAL_TOKENS, **special_tokens}
+        self.lowercase = lowercase
+        self.strip_accents = strip_accents
+        self.model_max_length = model_max_length
+        if tokenizer_object is None:
+            if vocab is None:
+                if vocab_file is None:
+                    raise ValueError("pass vocab_file, vocab or tokenizer_object")
+                vocab = read_vocab(vocab_file)
+            tokenizer_object = self._build(vocab)
+        self._tokenizer = tokenizer_object
+        missing = [t for t in self.special_tokens.values() if self._tokenizer.token_to_id(t) is None]
+        if missing:
+            raise ValueError(f"special tokens missing from the vocabulary: {missing}")
+        self._set_post_processor()
+
+    def _build(self, vocab: dict[str, int]) -> Tokenizer:
+        tok = Tokenizer(
+            models.WordPiece(vocab, unk_token=self.special_tokens["unk_token"], max_input_chars_per_word=100)
+        )
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=self.strip_accents, lowercase=self.lowercase
+        )
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        return tok
+
+    def _set_post_processor(self) -> None:
+        cls, sep = self.special_tokens["cls_token"], self.special_tokens["sep_token"]
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)],
+        )
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+
+    @classmethod
+    def train(
+        cls, texts: Sequence[str], vocab_size: int = 8000, *, lowercase: bool = True, min_frequency: int = 2
+    ) -> BERTTokenizerFast:
+        """Learn a WordPiece vocabulary from raw texts with the `tokenizers` trainer."""
+        specials = list(SPECIAL_TOKENS.values())
+        order = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # BERT's id order for the specials
+        seed = cls(vocab={t: i for i, t in enumerate(order)}, lowercase=lowercase)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=order, continuing_subword_prefix="##"
+        )
+        seed._tokenizer.post_processor = None
+        seed._tokenizer.train_from_iterator(texts, trainer=trainer)
+        assert all(seed._tokenizer.token_to_id(t) is not None for t in specials)
+        return cls(tokenizer_object=seed._tokenizer, lowercase=lowercase)
+
+    # ---- loading and saving -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> BERTTokenizerFast:
+        """Load from a dir or file: tokenizer.json, or vocab.txt with optional tokenizer_config.json."""
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        config: dict[str, Any] = {}
+        if (folder / CONFIG_FILE).exists():
+            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        kwargs: dict[str, Any] = {k: config[k] for k in SPECIAL_TOKENS if isinstance(config.get(k), str)}
+        kwargs["lowercase"] = config.get("do_lower_case", True)
+        kwargs["strip_accents"] = config.get("strip_accents")
+        if isinstance(config.get("model_max_length"), int) and config["model_max_length"] < 10**9:
+            kwargs["model_max_length"] = config["model_max_length"]
+        if path.is_dir():
+            if (path / TOKENIZER_FILE).exists():
+                path = path / TOKENIZER_FILE
+            elif (path / VOCAB_FILE).exists():
+                path = path / VOCAB_FILE
+            else:
+                raise FileNotFoundError(f"{path} has neither {TOKENIZER_FILE} nor {VOCAB_FILE}")
+        if not path.exists():
+            raise FileNotFoundError(f"tokenizer file {path} does not exist")
+        if path.suffix == ".json":
+            return cls(tokenizer_object=Tokenizer.from_file(str(path)), **kwargs)
+        return cls(path, **kwargs)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write tokenizer.json, vocab.txt and tokenizer_config.json (readable by HF too)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._tokenizer.save(str(path / TOKENIZER_FILE))
+        vocab = sorted(self.get_vocab().items(), key=lambda kv: kv[1])
+        (path / VOCAB_FILE).write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": True,
+            "model_max_length": self.model_max_length,
+            **self.special_tokens,
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    # ---- vocabulary ---------------------------------------------------------------------------------
+    def get_vocab(self) -> dict[str, int]:
+        return self._tokenizer.get_vocab(with_added_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def _id(self, name: str) -> int:
+        return self._tokenizer.token_to_id(self.special_tokens[name])
+
+    cls_token_id = property(lambda self: self._id("cls_token"))
+    sep_token_id = property(lambda self: self._id("sep_token"))
+    pad_token_id = property(lambda self: self._id("pad_token"))
+    mask_token_id = property(lambda self: self._id("mask_token"))
+    unk_token_id = property(lambda self: self._id("unk_token"))
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+        return [
+            self._tokenizer.token_to_id(t) if self._tokenizer.token_to_id(t) is not None else self.unk_token_id
+            for t in tokens
+        ]
+
+    def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
+    # ---- encoding ----------------------------------------------------------------------------------
+    def encode_batch(
+        self, text_a: Sequence[str], text_b: Sequence[str] | None = None, *, max_length: int | None = None
+    ) -> list[Encoding]:
+        """Encode many texts (pairs) in the Rust tokenizer's threads; longest-first pair truncation
+        to max_length never drops [CLS]/[SEP]. `len(enc.overflowing) > 0` marks a truncated pair."""
+        limit = max_length or self.model_max_length
+        if limit < (3 if text_b is not None else 2):
+            raise ValueError(f"max_length {limit} leaves no room for [CLS]/[SEP]")
+        self._tokenizer.enable_truncation(limit, strategy="longest_first")
+        try:
+            inputs = list(text_a) if text_b is None else list(zip(text_a, text_b, strict=True))
+            return self._tokenizer.encode_batch(inputs)
+        finally:
+            self._tokenizer.no_truncation()
+
+    def encode(self, text_a: str, text_b: str | None = None, *, max_length: int | None = None) -> list[int]:
+        return self.encode_batch([text_a], None if text_b is None else [text_b], max_length=max_length)[0].ids
+
+    def encode_plus(
+        self, text_a: str, text_b: str | None = None, *, max_length: int | None = None
+    ) -> dict[str, list[int]]:
+        enc = self.encode_batch([text_a], None if text_b is None else [text_b], max_length=max_length)[0]
+        return {"input_ids": enc.ids, "token_type_ids": enc.type_ids, "attention_mask": enc.attention_mask}
+
+    def encode_pretraining_inputs(
+        self,
+        text_a: str,
+        text_b: str | None = None,
+        return_tensor: bool = False,
+        device: str | torch.device = "cpu",
+        *,
+        max_length: int | None = None,
+    ) -> dict[str, Any]:
+        """encode_plus plus special_tokens_mask; with return_tensor, (1, T) int64 tensors on `device`."""
+        enc = self.encode_batch([text_a], None if text_b is None else [text_b], max_length=max_length)[0]
+        out = {
+            "input_ids": enc.ids,
+            "token_type_ids": enc.type_ids,
+            "attention_mask": enc.attention_mask,
+            "special_tokens_mask": enc.special_tokens_mask,
+        }
+        if not return_tensor:
+            return out
+        from lucid_eval.models.model import resolve_device
+
+        dev = resolve_device(device) if isinstance(device, str) else device
+        return {k: torch.tensor([v], dtype=torch.long, device=dev) for k, v in out.items()}
+
+    def batch_encode_plus(
+        self,
+        text_a: Sequence[str],
+        text_b: Sequence[str] | None = None,
+        *,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: bool = False,
+    ) -> dict[str, Any]:
+        """Encode and right-pad a batch to its longest member (optionally a multiple of N)."""
+        encs = self.encode_batch(text_a, text_b, max_length=max_length)
+        width = max(len(e.ids) for e in encs)
+        if pad_to_multiple_of:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        keys = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
+                "special_tokens_mask": "special_tokens_mask"}  # fmt: skip
+        pad_values = {
+            "input_ids": self.pad_token_id,
+            "token_type_ids": 0,
+            "attention_mask": 0,
+            "special_tokens_mask": 1,
+        }
+        out = {k: [getattr(e, a) + [pad_values[k]] * (width - len(e.ids)) for e in encs] for k, a in keys.items()}
+        if return_tensors:
+            return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+        return out
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def __call__(self, text_a: str, text_b: str | None = None, **kwargs: Any) -> dict[str, list[int]]:
+        return self.encode_plus(text_a, text_b, **kwargs)

@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny tokenizer trained on CPython's docs, and a tiny model that matches it."""
+
+import pydoc_data.topics
+from pathlib import Path
+
+import pytest
+import torch
+
+from lucid_eval import BERTConfig, BERTForPreTraining, BERTTokenizerFast
+
+BERT_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "bert-base-uncased-vocab" / "vocab.txt"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> BERTTokenizerFast:
+    return BERTTokenizerFast.train(list(pydoc_data.topics.topics.values()), vocab_size=1000)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_tokenizer) -> BERTConfig:
+    return BERTConfig.tiny(vocab_size=tiny_tokenizer.vocab_size)
+
+
+@pytest.fixture()
+def tiny_model(tiny_config) -> BERTForPreTraining:
+    torch.manual_seed(0)
+    return BERTForPreTraining(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
+    """An HF-format checkpoint dir: config.json, model.safetensors and the tokenizer files."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-ckpt")
+    BERTForPreTraining(tiny_config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bert_vocab() -> Path:
+    if not BERT_VOCAB.exists():
+        pytest.skip(f"real BERT vocabulary not found at {BERT_VOCAB}")
+    return BERT_VOCAB
