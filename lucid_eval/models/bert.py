@@ -28,14 +28,20 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # Sliced rather than built with arange, so the exported graph matches the pattern
+        # ONNX Runtime fuses into EmbedLayerNormalization. Not saved with the weights.
+        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings)[None], persistent=False)
 
     def forward(
         self,
         input_ids: Tensor | None,
         token_type_ids: Tensor,
-        position_ids: Tensor,
+        position_ids: Tensor | None,
         inputs_embeds: Tensor | None,
     ) -> Tensor:
+        if position_ids is None:
+            T = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            position_ids = self.position_ids[:, :T]  # (1, T)
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (B, T, C)
         x = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
@@ -175,8 +181,6 @@ class BertModel(nn.Module):
             attention_mask = torch.ones(B, T, dtype=torch.long, device=device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(B, T, dtype=torch.long, device=device)
-        if position_ids is None:
-            position_ids = torch.arange(T, device=device).unsqueeze(0)  # (1, T)
         dtype = self.embeddings.word_embeddings.weight.dtype
         # (B, 1, 1, T): 0 where attended, the dtype's most negative value at padding.
         mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
