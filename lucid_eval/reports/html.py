@@ -1,0 +1,300 @@
+"""report.html: one self-contained page that puts every runtime beside the reference.
+
+All values are formatted here into plain strings and rendered by an autoescaping
+Jinja2 template, so text from untrusted corpora can only ever appear as text.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from lucid_eval import __version__
+from lucid_eval.reports.plots import accuracy_figure, logit_diff_figure, throughput_figure
+from lucid_eval.reports.tables import (
+    REPORT_FILE,
+    RunTables,
+    atomic_write_text,
+    comparison_checks,
+    judge_comparison,
+    load_run,
+)
+
+FLIPS_SHOWN = 200
+REJECTED_SHOWN = 20
+TEXT_CHARS = 400
+DASH = "—"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("lucid_eval.reports", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+def _num(value: Any, spec: str) -> str:
+    return DASH if _missing(value) else format(value, spec)
+
+
+def _pct(value: Any, decimals: int = 2) -> str:
+    return DASH if _missing(value) else f"{value * 100:.{decimals}f} %"
+
+
+def _agreement(value: Any) -> str:
+    """Percent rounded down, so 99.999 % agreement never reads as a perfect 100 %."""
+    if _missing(value):
+        return DASH
+    if value == 1:
+        return "100 %"
+    return f"{math.floor(value * 1e4) / 100:.2f} %"
+
+
+def _sci(value: Any) -> str:
+    if _missing(value):
+        return DASH
+    return "0" if value == 0 else f"{value:.2e}"
+
+
+def _signed(value: Any) -> str:
+    if _missing(value):
+        return DASH
+    if value == 0:
+        return "±0"
+    return f"{value:+.2e}" if abs(value) < 1e-3 else f"{value:+.4f}"
+
+
+def _pp(value: Any) -> str:
+    """An accuracy difference in percentage points."""
+    if _missing(value):
+        return DASH
+    return "±0 pp" if value == 0 else f"{value * 100:+.3f} pp"
+
+
+def _clip(text: str, limit: int = TEXT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _interval(lo: Any, hi: Any) -> str:
+    return "" if _missing(lo) or _missing(hi) else f"{_pct(lo)} – {_pct(hi)}"
+
+
+def _summary(info: dict[str, Any], reference: str | None) -> dict[str, Any]:
+    corpus = info.get("corpus") or {}
+    export = info.get("export") or {}
+    counts = info.get("counts") or {}
+    rows = [
+        ("Command", info.get("command")),
+        ("Corpus", corpus.get("path")),
+        ("Corpus sha256", corpus.get("sha256")),
+        ("Corpus format", corpus.get("format")),
+        ("Export", export.get("dir")),
+        ("Export manifest sha256", export.get("manifest_sha256")),
+        ("Reference runtime", reference),
+        ("Runtimes", ", ".join(map(str, info.get("runtimes") or []))),
+        ("Seed", info.get("seed")),
+        ("Max length", info.get("max_length")),
+        ("Started", info.get("started")),
+        ("Finished", info.get("finished")),
+    ]
+    return {
+        "rows": [(k, DASH if v in (None, "") else str(v)) for k, v in rows],
+        "counts": [(k, str(counts.get(k, DASH))) for k in ("read", "scored", "truncated", "rejected")],
+        "versions": [(str(k), str(v)) for k, v in (info.get("versions") or {}).items()],
+        "host": [(str(k), str(v)) for k, v in (info.get("host") or {}).items()],
+    }
+
+
+def _metric_rows(metrics: pd.DataFrame, reference: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for m in metrics.to_dict("records"):
+        rows.append({
+            "runtime": m["runtime"],
+            "is_reference": m["runtime"] == reference,
+            "precision": m["precision"] or DASH,
+            "n_pairs": _num(m["n_pairs"], ","),
+            "n_failed": _num(m["n_failed"], ","),
+            "has_failures": not _missing(m["n_failed"]) and m["n_failed"] > 0,
+            "n_masked": _num(m["n_masked"], ","),
+            "n_nsp": _num(m["n_nsp"], ","),
+            "mlm_loss": _num(m["mlm_loss"], ".4f"),
+            "mlm_perplexity": _num(m["mlm_perplexity"], ",.3f"),
+            "mlm_accuracy": _pct(m["mlm_accuracy"]),
+            "mlm_interval": _interval(m["mlm_accuracy_lo"], m["mlm_accuracy_hi"]),
+            "nsp_loss": _num(m["nsp_loss"], ".4f"),
+            "nsp_accuracy": _pct(m["nsp_accuracy"]),
+            "nsp_interval": _interval(m["nsp_accuracy_lo"], m["nsp_accuracy_hi"]),
+            "weighted_accuracy": _pct(m["weighted_accuracy"]),
+            "wall_s": _num(m["wall_s"], ",.2f"),
+            "pairs_per_second": _num(m["pairs_per_second"], ",.1f"),
+            "tokens_per_second": _num(m["tokens_per_second"], ",.0f"),
+            "p50_ms": _num(m["p50_ms"], ",.2f"),
+            "p95_ms": _num(m["p95_ms"], ",.2f"),
+            "providers": m["providers"] or DASH,
+            "threads": _num(m["threads"], "d"),
+            "versions": m["versions"] or DASH,
+        })
+    return rows
+
+
+def _status(verdict: bool | None) -> str:
+    return {True: "pass", False: "fail", None: "na"}[verdict]
+
+
+def _tol(prefix: str, tol: Any, fmt: Callable[[float], str]) -> str:
+    return "not judged" if _missing(tol) else f"tol {prefix} {fmt(tol)}"
+
+
+def _logit_cell(c: pd.Series, chk: pd.Series, task: str) -> dict[str, str]:
+    tol = _tol("≤", c["tol_logit"], lambda t: f"{t:.0e}")
+    return {
+        "value": _sci(c[f"max_abs_{task}_logit_diff"]),
+        "detail": f"mean {_sci(c[f'mean_abs_{task}_logit_diff'])} · {tol}",
+        "status": _status(chk[f"{task}_logit"]),
+    }
+
+
+def _agreement_cell(c: pd.Series, chk: pd.Series, task: str) -> dict[str, str]:
+    tol = _tol("≥", c["tol_agreement"], lambda t: _pct(t, 1))
+    return {
+        "value": _agreement(c[f"{task}_agreement"]),
+        "detail": f"{_num(c[f'n_{task}_flips'], ',')} flips · {tol}",
+        "status": _status(chk[f"{task}_agreement"]),
+    }
+
+
+def _loss_cell(c: pd.Series, chk: pd.Series, task: str) -> dict[str, str]:
+    return {
+        "value": _signed(c[f"d_{task}_loss"]),
+        "detail": _tol("|Δ| ≤", c["tol_loss"], lambda t: f"{t:g}"),
+        "status": _status(chk[f"{task}_loss"]),
+    }
+
+
+def _comparison_rows(comparison: pd.DataFrame) -> list[dict[str, Any]]:
+    judged = judge_comparison(comparison)
+    checks = comparison_checks(comparison)
+    rows = []
+    for (_, c), (_, chk), stored in zip(judged.iterrows(), checks.iterrows(), comparison["passed"], strict=True):
+        rows.append({
+            "runtime": c["runtime"],
+            "reference": c["reference"],
+            "passed": bool(c["passed"]),
+            "harness_disagrees": bool(stored) != bool(c["passed"]),
+            "checks": [
+                _logit_cell(c, chk, "mlm"),
+                _logit_cell(c, chk, "nsp"),
+                _agreement_cell(c, chk, "mlm"),
+                _agreement_cell(c, chk, "nsp"),
+                _loss_cell(c, chk, "mlm"),
+                _loss_cell(c, chk, "nsp"),
+            ],
+            "d_accuracy": [
+                ("MLM", _pp(c["d_mlm_accuracy"])),
+                ("NSP", _pp(c["d_nsp_accuracy"])),
+                ("weighted", _pp(c["d_weighted_accuracy"])),
+            ],
+        })
+    return rows
+
+
+def _flips(flips: pd.DataFrame) -> dict[str, Any]:
+    counts = flips.groupby(["runtime", "kind"], sort=False).size().reset_index(name="n")
+    rows = [
+        {
+            "runtime": f["runtime"],
+            "kind": f["kind"],
+            "id": f["id"],
+            "position": _num(f["position"], "d") if f["kind"] == "mlm" else "",
+            "text_a": _clip(f["text_a"]),
+            "text_b": _clip(f["text_b"]),
+            "label": f["label"],
+            "reference_prediction": f["reference_prediction"],
+            "prediction": f["prediction"],
+        }
+        for f in flips.head(FLIPS_SHOWN).to_dict("records")
+    ]
+    return {
+        "total": len(flips),
+        "rows": rows,
+        "counts": [(r.runtime, r.kind, f"{r.n:,}") for r in counts.itertuples()],
+    }
+
+
+def _rejected(rejected: pd.DataFrame) -> dict[str, Any]:
+    reasons = rejected["reason"].value_counts()
+    return {
+        "total": len(rejected),
+        "reasons": [(str(reason), f"{n:,}") for reason, n in reasons.items()],
+        "rows": [
+            {"line": _num(r["line"], "d"), "reason": r["reason"], "raw": _clip(r["raw"], 300)}
+            for r in rejected.head(REJECTED_SHOWN).to_dict("records")
+        ],
+    }
+
+
+def _reference(run: RunTables) -> str | None:
+    ref = run.run_info.get("reference")
+    if not ref and not run.comparison.empty:
+        ref = run.comparison["reference"].iloc[0]
+    return str(ref) if ref else None
+
+
+def report_context(run: RunTables) -> dict[str, Any]:
+    """Everything the template shows, already formatted as strings (and figures as data URIs)."""
+    reference = _reference(run)
+    comparison = _comparison_rows(run.comparison)
+    corpus = (run.run_info.get("corpus") or {}).get("path")
+    plots = [
+        ("Accuracy per runtime", "Points are accuracies, bars their 95 % intervals (sampling "
+         "uncertainty). Every runtime scores the same pairs, so any gap comes from flipped predictions.",
+         accuracy_figure(run.metrics, reference)),
+        ("Numeric distance from the reference", "Cumulative share of examples whose largest "
+         "|Δ MLM logit| is at most x. Curves further left are closer to the reference.",
+         logit_diff_figure(run.examples, run.comparison, reference)),
+        ("Speed", "Throughput over the whole run and latency percentiles.",
+         throughput_figure(run.metrics, reference)),
+    ]
+    return {
+        "title": f"lucid-eval report — {Path(corpus).name}" if corpus else "lucid-eval report",
+        "version": __version__,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "reference": reference or DASH,
+        "summary": _summary(run.run_info, reference),
+        "metrics": _metric_rows(run.metrics, reference),
+        "comparison": comparison,
+        "n_failed": sum(not row["passed"] for row in comparison),
+        "plots": [{"title": t, "caption": c, "uri": u} for t, c, u in plots if u is not None],
+        "flips": _flips(run.flips),
+        "flips_cap": FLIPS_SHOWN,
+        "rejected": _rejected(run.rejected),
+    }
+
+
+def render_report(run: RunTables) -> str:
+    """Render the report page for an already loaded run."""
+    return _environment().get_template("report.html.j2").render(**report_context(run))
+
+
+def build_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Read a run directory, write RUN_DIR/report.html atomically, return its path."""
+    run = load_run(run_dir)
+    path = run.run_dir / REPORT_FILE
+    atomic_write_text(path, render_report(run))
+    return path

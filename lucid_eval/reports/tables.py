@@ -1,0 +1,302 @@
+"""The run's tables on disk: one schema, atomic writes, typed reads, one pass/fail rule.
+
+The harness writes a run directory through `write_run_tables`; `lucid-eval report`
+reads it back through `load_run`. Both sides coerce every contract column to the
+same dtype, so a table survives the CSV round trip unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+# Column kinds: "str" (missing -> ""), "float" (missing -> NaN),
+# "int" (nullable Int64, missing -> <NA>), "bool" (no missing values allowed).
+Schema = dict[str, str]
+
+METRICS_SCHEMA: Schema = {
+    "runtime": "str",
+    "n_pairs": "int",
+    "n_failed": "int",
+    "n_masked": "int",
+    "n_nsp": "int",
+    "mlm_loss": "float",
+    "mlm_perplexity": "float",
+    "mlm_accuracy": "float",
+    "mlm_accuracy_lo": "float",
+    "mlm_accuracy_hi": "float",
+    "nsp_loss": "float",
+    "nsp_accuracy": "float",
+    "nsp_accuracy_lo": "float",
+    "nsp_accuracy_hi": "float",
+    "weighted_accuracy": "float",
+    "wall_s": "float",
+    "pairs_per_second": "float",
+    "tokens_per_second": "float",
+    "p50_ms": "float",
+    "p95_ms": "float",
+    "providers": "str",
+    "threads": "int",
+    "precision": "str",
+    "versions": "str",
+}
+
+COMPARISON_SCHEMA: Schema = {
+    "runtime": "str",
+    "reference": "str",
+    "d_mlm_loss": "float",
+    "d_mlm_accuracy": "float",
+    "d_nsp_loss": "float",
+    "d_nsp_accuracy": "float",
+    "d_weighted_accuracy": "float",
+    "max_abs_mlm_logit_diff": "float",
+    "mean_abs_mlm_logit_diff": "float",
+    "max_abs_nsp_logit_diff": "float",
+    "mean_abs_nsp_logit_diff": "float",
+    "mlm_agreement": "float",
+    "nsp_agreement": "float",
+    "n_mlm_flips": "int",
+    "n_nsp_flips": "int",
+    "tol_logit": "float",
+    "tol_agreement": "float",
+    "tol_loss": "float",
+    "passed": "bool",
+}
+
+EXAMPLES_SCHEMA: Schema = {
+    "index": "int",
+    "id": "str",
+    "runtime": "str",
+    "n_tokens": "int",
+    "n_masked": "int",
+    "mlm_loss_sum": "float",
+    "mlm_correct": "int",
+    "nsp_logit_0": "float",
+    "nsp_logit_1": "float",
+    "nsp_pred": "int",
+    "nsp_label": "int",
+    "max_abs_mlm_logit_diff": "float",
+    "failed": "bool",
+}
+
+FLIPS_SCHEMA: Schema = {
+    "runtime": "str",
+    "id": "str",
+    "kind": "str",
+    "position": "int",
+    "text_a": "str",
+    "text_b": "str",
+    "label": "str",
+    "reference_prediction": "str",
+    "prediction": "str",
+}
+
+REJECTED_SCHEMA: Schema = {"line": "int", "reason": "str", "raw": "str"}
+
+SCHEMAS: dict[str, Schema] = {
+    "metrics": METRICS_SCHEMA,
+    "comparison": COMPARISON_SCHEMA,
+    "examples": EXAMPLES_SCHEMA,
+    "flips": FLIPS_SCHEMA,
+    "rejected": REJECTED_SCHEMA,
+}
+
+RUN_INFO_FILE = "run.json"
+REPORT_FILE = "report.html"
+_BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
+# RFC 4180 line ends: with "\r\n" as terminator the csv writer also quotes a lone "\r" in text.
+_CSV_OPTIONS: dict[str, Any] = {"index": False, "lineterminator": "\r\n"}
+
+
+@dataclass(eq=False)
+class RunTables:
+    """Everything a run directory holds, as typed DataFrames plus run.json."""
+
+    run_dir: Path
+    run_info: dict[str, Any]
+    metrics: pd.DataFrame
+    comparison: pd.DataFrame
+    examples: pd.DataFrame
+    flips: pd.DataFrame
+    rejected: pd.DataFrame
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success move it into place with os.replace."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; keep the old file's mode, else the usual 0644.
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+    try:
+        yield tmp
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text so readers see the old file or the whole new one, never a torn one."""
+    target = Path(path)
+    with _atomic_target(target) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+
+
+def _coerce_column(values: pd.Series, kind: str, name: str) -> pd.Series:
+    """Convert one column (Python objects or CSV strings) to the dtype of its kind."""
+    if kind == "str":
+        return values.astype("str").fillna("")
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        values = values.replace("", np.nan)
+    if kind == "float":
+        return pd.to_numeric(values).astype("float64")
+    if kind == "int":
+        return pd.to_numeric(values).astype("Int64")
+    if not pd.api.types.is_bool_dtype(values.dtype):
+        values = values.map(lambda v: _BOOL_WORDS.get(str(v), v) if isinstance(v, str) else v)
+    if values.isna().any():
+        raise ValueError(f"column {name!r} must be all True/False, found missing values")
+    return values.astype(bool)
+
+
+def coerce_table(df: pd.DataFrame, schema: Schema, table: str = "table") -> pd.DataFrame:
+    """Return `df` with the contract columns first, in order and typed; extra columns follow."""
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise ValueError(f"{table} is missing contract columns: {', '.join(missing)}")
+    out = pd.DataFrame(
+        {c: _coerce_column(df[c].reset_index(drop=True), k, c) for c, k in schema.items()}
+    )
+    for extra in (c for c in df.columns if c not in schema):
+        out[extra] = df[extra].reset_index(drop=True)
+    return out
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """A zero-row frame with the contract columns and dtypes of table `name`."""
+    schema = SCHEMAS[name]
+    return coerce_table(pd.DataFrame({c: pd.Series([], dtype=object) for c in schema}), schema, name)
+
+
+def _write_csv(path: Path, df: pd.DataFrame, name: str) -> None:
+    atomic_write_text(path, coerce_table(df, SCHEMAS[name], name).to_csv(**_CSV_OPTIONS))
+
+
+def _read_csv(path: Path, name: str) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return empty_table(name)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    if raw.columns.empty:
+        return empty_table(name)
+    return coerce_table(raw, SCHEMAS[name], f"{path.name}")
+
+
+def write_run_tables(
+    run_dir: str | os.PathLike[str],
+    *,
+    metrics: pd.DataFrame,
+    comparison: pd.DataFrame,
+    examples: pd.DataFrame,
+    flips: pd.DataFrame,
+    rejected: pd.DataFrame | None,
+    run_info: dict[str, Any],
+    examples_format: Literal["csv", "parquet"] = "csv",
+) -> None:
+    """Write every table of a run (each file atomically) and run.json.
+
+    `examples_format="parquet"` needs pyarrow; the other format's stale file is removed
+    so `load_run` never reads examples from an earlier run.
+    """
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_csv(root / "metrics.csv", metrics, "metrics")
+    _write_csv(root / "comparison.csv", comparison, "comparison")
+    _write_csv(root / "flips.csv", flips, "flips")
+    _write_csv(root / "rejected.csv", empty_table("rejected") if rejected is None else rejected, "rejected")
+    if examples_format == "parquet":
+        try:
+            import pyarrow  # noqa: F401  (only to fail early with a clear message)
+        except ImportError as exc:
+            raise ImportError("examples_format='parquet' needs pyarrow: pip install pyarrow") from exc
+        with _atomic_target(root / "examples.parquet") as tmp:
+            coerce_table(examples, EXAMPLES_SCHEMA, "examples").to_parquet(tmp, index=False)
+        (root / "examples.csv").unlink(missing_ok=True)
+    else:
+        _write_csv(root / "examples.csv", examples, "examples")
+        (root / "examples.parquet").unlink(missing_ok=True)
+    text = json.dumps(run_info, indent=2, ensure_ascii=False, default=str)
+    atomic_write_text(root / RUN_INFO_FILE, text + "\n")
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunTables:
+    """Read a run directory back; optional tables that are absent come back as empty frames."""
+    root = Path(run_dir)
+    for required in (RUN_INFO_FILE, "metrics.csv"):
+        if not (root / required).is_file():
+            raise FileNotFoundError(f"{root} is not a lucid-eval run directory: {required} is missing")
+    parquet = root / "examples.parquet"
+    if parquet.is_file():
+        examples = coerce_table(pd.read_parquet(parquet), EXAMPLES_SCHEMA, parquet.name)
+    else:
+        examples = _read_csv(root / "examples.csv", "examples")
+    return RunTables(
+        run_dir=root,
+        run_info=json.loads((root / RUN_INFO_FILE).read_text(encoding="utf-8")),
+        metrics=_read_csv(root / "metrics.csv", "metrics"),
+        comparison=_read_csv(root / "comparison.csv", "comparison"),
+        examples=examples,
+        flips=_read_csv(root / "flips.csv", "flips"),
+        rejected=_read_csv(root / "rejected.csv", "rejected"),
+    )
+
+
+# (check name, measured column, tolerance column, direction, required).
+# A NaN tolerance means "not judged". A NaN measurement fails a stated tolerance
+# (nothing was proven), except NSP loss, which is NaN by design on unlabelled corpora.
+COMPARISON_CHECKS: tuple[tuple[str, str, str, str, bool], ...] = (
+    ("mlm_logit", "max_abs_mlm_logit_diff", "tol_logit", "max", True),
+    ("nsp_logit", "max_abs_nsp_logit_diff", "tol_logit", "max", True),
+    ("mlm_agreement", "mlm_agreement", "tol_agreement", "min", True),
+    ("nsp_agreement", "nsp_agreement", "tol_agreement", "min", True),
+    ("mlm_loss", "d_mlm_loss", "tol_loss", "abs_max", True),
+    ("nsp_loss", "d_nsp_loss", "tol_loss", "abs_max", False),
+)
+
+
+def comparison_checks(comparison: pd.DataFrame) -> pd.DataFrame:
+    """One column per check in COMPARISON_CHECKS: True (pass), False (fail) or None (not judged)."""
+    out: dict[str, list[bool | None]] = {}
+    for check, measured, tol_col, direction, required in COMPARISON_CHECKS:
+        verdicts: list[bool | None] = []
+        for value, tol in zip(comparison[measured], comparison[tol_col], strict=True):
+            if pd.isna(tol):
+                verdicts.append(None)
+            elif pd.isna(value):
+                verdicts.append(False if required else None)
+            elif direction == "min":
+                verdicts.append(bool(value >= tol))
+            else:
+                verdicts.append(bool((abs(value) if direction == "abs_max" else value) <= tol))
+        out[check] = verdicts
+    return pd.DataFrame(out, index=comparison.index, dtype=object)
+
+
+def judge_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy of `comparison` with `passed` recomputed: no judged check may fail."""
+    judged = comparison.copy()
+    checks = comparison_checks(comparison)
+    judged["passed"] = [all(v is not False for v in row) for row in checks.itertuples(index=False)]
+    judged["passed"] = judged["passed"].astype(bool)
+    return judged

@@ -1,0 +1,103 @@
+"""report.html: content, escaping of untrusted text, self-containment, edge cases."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from lucid_eval.reports import build_report, write_run_tables
+
+sys.path.insert(0, str(Path(__file__).parent))  # shared synthetic run; this folder has no conftest
+from test_tables import INJECTION, synthetic_run  # noqa: E402
+
+IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
+
+
+def _report(tmp_path: Path, **changes) -> str:
+    frames = {**synthetic_run(), **changes}
+    write_run_tables(tmp_path, **frames)
+    path = build_report(tmp_path)
+    assert path == tmp_path / "report.html"
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The report of the default synthetic run, built once for the read-only checks."""
+    return _report(tmp_path_factory.mktemp("run"))
+
+
+def test_report_has_every_section_and_verdicts(html: str) -> None:
+    for anchor in ("summary", "metrics", "comparison", "plots", "flips", "rejected"):
+        assert f'id="{anchor}"' in html
+    for text in ("torch-cpu", "ort-cpu-int8", "CPUExecutionProvider", "1234", "/data/corpus.jsonl", "AMD EPYC 7B13"):
+        assert text in html
+    assert '<span class="badge pass">PASS</span>' in html
+    assert '<span class="badge fail">FAIL</span>' in html
+    assert "1 of 2 runtimes differ from torch-cpu" in html
+    assert "51.25 %" in html and "46.79 % – 55.69 %" in html  # accuracy with its interval
+    assert "98.75 %" in html and "tol ≥ 99.0 %" in html  # int8 agreement fails its tolerance
+    assert "3.10e-05" in html and "not judged" in html
+    assert len(IMG_SRC.findall(html)) == 3
+
+
+def test_untrusted_text_is_escaped(html: str) -> None:
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "&lt;/td&gt;&lt;script&gt;alert(3)" in html  # rejected raw line
+    assert "<script" not in html.lower()  # neither injected nor in the template: the page needs no JS
+    assert "onerror=alert" not in html.replace("&lt;img src=x onerror=alert(2)&gt;", "")
+    assert INJECTION not in html
+
+
+def test_report_loads_nothing_from_the_network(html: str) -> None:
+    assert not re.search(r"""(?:src|href|action|poster|data)\s*=\s*["']?\s*(?:[a-z]+:)?//""", html, re.I)
+    assert not re.search(r"url\(|@import|<link\b|<iframe\b|<object\b|<embed\b", html, re.I)
+    assert all(src.startswith("data:image/png;base64,") for src in IMG_SRC.findall(html))
+    assert all(href.startswith("#") for href in re.findall(r'href="([^"]*)"', html))
+    # The only "https://" is the corpus text in a flip, escaped, never an attribute.
+    assert html.count("https://") == html.count("&lt;a href=&#34;https://example.com/x&#34;&gt;")
+
+
+def test_flips_are_capped_with_a_note(tmp_path: Path) -> None:
+    html = _report(tmp_path, **{k: v for k, v in synthetic_run(n_flips=250).items() if k == "flips"})
+    assert "Showing the first 200 of 250" in html
+    assert html.count('class="tok changed"') == 200
+
+
+def test_corpus_without_nsp_labels(tmp_path: Path) -> None:
+    html = _report(tmp_path, **synthetic_run(nsp_labels=False))
+    assert "Metrics per runtime" in html and len(IMG_SRC.findall(html)) == 3
+    nsp_loss_not_judged = '<td class="num check na"><span class="v">—</span><span class="sub">tol |Δ| ≤ 0.05</span>'
+    assert html.count(nsp_loss_not_judged) == 2
+
+
+def test_all_zero_logit_diffs_and_harness_disagreement(tmp_path: Path) -> None:
+    frames = synthetic_run()
+    examples = frames["examples"].assign(max_abs_mlm_logit_diff=0.0, failed=False)
+    comparison = frames["comparison"].assign(passed=[False, False])
+    html = _report(tmp_path, examples=examples, comparison=comparison)
+    assert len(IMG_SRC.findall(html)) == 3
+    assert "harness recorded FAIL" in html  # ort-cpu: the table said False, the rule says PASS
+
+
+def test_reference_only_run(tmp_path: Path) -> None:
+    frames = synthetic_run()
+    html = _report(
+        tmp_path,
+        metrics=frames["metrics"].iloc[:1],
+        comparison=frames["comparison"].iloc[:0],
+        examples=frames["examples"].query("runtime == 'torch-cpu'"),
+        flips=frames["flips"].iloc[:0],
+        rejected=None,
+    )
+    assert "Only the reference runtime was scored." in html
+    assert "No prediction differs" in html and "No rows were rejected." in html
+    assert len(IMG_SRC.findall(html)) == 2  # no logit-difference plot without a compared runtime
+
+
+def test_agreement_never_rounds_up_to_perfect(tmp_path: Path) -> None:
+    frames = synthetic_run()
+    comparison = frames["comparison"].assign(mlm_agreement=[0.99999, 0.9875], n_mlm_flips=[1, 2])
+    html = _report(tmp_path, comparison=comparison)
+    assert "99.99 %" in html and "100.00 %" not in html
