@@ -42,3 +42,14 @@ def bert_vocab() -> Path:
     if not BERT_VOCAB.exists():
         pytest.skip(f"real BERT vocabulary not found at {BERT_VOCAB}")
     return BERT_VOCAB
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
+    """A verified export of the tiny checkpoint with every variant."""
+    from lucid_eval.export import ExportConfig, export_model
+
+    out = tmp_path_factory.mktemp("tiny-export")
+    export_model(ExportConfig(model=tiny_checkpoint, out=out))
+    return out
+

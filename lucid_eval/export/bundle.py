@@ -1,0 +1,100 @@
+"""An export directory: its manifest, integrity checks, and what runtimes need from it.
+
+Layout:  DIR/manifest.json, DIR/checkpoint/ (config + weights for the PyTorch runtimes),
+DIR/tokenizer files, DIR/<variant>/{full,scoring}.onnx for variant in fp32, fused, int8, fp16.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from lucid_eval.models.config import BERTConfig
+from lucid_eval.models.tokenizer import BERTTokenizerFast
+
+MANIFEST = "manifest.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+class ExportError(ValueError):
+    """An export directory that is missing, inconsistent, corrupt, or unverified."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ExportBundle:
+    path: Path
+    manifest: dict[str, Any]
+    manifest_sha256: str
+
+    @classmethod
+    def load(cls, path: str | Path, *, check_files: bool = True, allow_unverified: bool = False) -> ExportBundle:
+        """Open an export dir; refuse one whose files changed since export or that failed verification."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.exists():
+            raise ExportError(f"{path} is not a lucid-eval export: {MANIFEST} is missing (run `lucid-eval export`)")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ExportError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        bundle = cls(path, manifest, sha256_file(manifest_path))
+        if check_files:
+            bundle.check_files()
+        if not allow_unverified and not manifest.get("verification_passed", False):
+            raise ExportError(f"{path} failed verification at export time; see {MANIFEST} 'variants.*.verification'")
+        if bundle.tokenizer.vocab_size != bundle.config.vocab_size:
+            raise ExportError(
+                f"tokenizer vocabulary size {bundle.tokenizer.vocab_size} != model vocab_size "
+                f"{bundle.config.vocab_size} in {path}: the tokenizer belongs to another model"
+            )
+        return bundle
+
+    def check_files(self, names: list[str] | None = None) -> None:
+        """Every listed file exists with the sha256 recorded at export."""
+        files: dict[str, dict[str, Any]] = self.manifest.get("files", {})
+        for name in names or list(files):
+            expected = files[name]["sha256"]
+            file = self.path / name
+            if not file.exists():
+                raise ExportError(f"{file} is listed in {MANIFEST} but missing")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ExportError(
+                    f"{file} does not match {MANIFEST}: sha256 {actual[:12]}… != recorded {expected[:12]}… "
+                    "(modified, truncated or corrupt since export; re-export it)"
+                )
+
+    @cached_property
+    def config(self) -> BERTConfig:
+        return BERTConfig.from_dict(self.manifest["model_config"])
+
+    @cached_property
+    def tokenizer(self) -> BERTTokenizerFast:
+        return BERTTokenizerFast.from_pretrained(self.path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.manifest.get("variants", {}))
+
+    def graph(self, variant: str, graph: str = "scoring") -> Path:
+        if variant not in self.manifest.get("variants", {}):
+            raise ExportError(
+                f"{self.path} has no '{variant}' variant (has {self.variants}); re-export with --variant {variant}"
+            )
+        return self.path / self.manifest["variants"][variant]["graphs"][graph]

@@ -1,0 +1,170 @@
+"""`lucid-eval export`: checkpoint -> verified, self-contained ONNX export directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+
+from lucid_eval import __version__
+from lucid_eval.export.bundle import CHECKPOINT_DIR, MANIFEST, ExportBundle, sha256_file
+from lucid_eval.export.graphs import convert_fp16, export_onnx, fuse, quantize_int8
+from lucid_eval.export.verify import ExportVerificationError, build_cases, verify_variant
+from lucid_eval.models.checkpoints import CheckpointError
+from lucid_eval.models.model import BERTForPreTraining
+from lucid_eval.models.tokenizer import BERTTokenizerFast
+
+VARIANTS = ("fp32", "fused", "int8", "fp16")
+PRECISION = {"fp32": "fp32", "fused": "fp32", "int8": "int8", "fp16": "fp16"}
+GRAPHS = ("full", "scoring")
+
+
+@dataclass
+class ExportConfig:
+    model: Path  # HF-format checkpoint dir with tokenizer files
+    out: Path
+    opset: int = 17
+    variants: tuple[str, ...] = VARIANTS
+    verify_max_length: int = 512
+    int8_per_channel: bool = True
+    int8_reduce_range: bool = False
+
+
+def load_checkpoint(path: Path) -> tuple[BERTForPreTraining, BERTTokenizerFast]:
+    """The model and its tokenizer from one HF-format dir; their vocabularies must agree."""
+    model = BERTForPreTraining.from_pretrained(path)
+    try:
+        tokenizer = BERTTokenizerFast.from_pretrained(path)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt): {exc}") from exc
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise CheckpointError(
+            f"tokenizer vocabulary size {tokenizer.vocab_size} != model vocab_size {model.config.vocab_size} in {path}"
+        )
+    return model, tokenizer
+
+
+def _vocab_sha256(tokenizer: BERTTokenizerFast) -> str:
+    tokens = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256("\n".join(t for t, _ in tokens).encode()).hexdigest()
+
+
+def _cuda_available() -> tuple[bool, str]:
+    from lucid_eval.runtimes.ort_session import cuda_provider_status
+
+    return cuda_provider_status()
+
+
+def export_model(config: ExportConfig) -> dict[str, Any]:
+    """Export, optimise, quantise and verify; returns the manifest. Raises ExportVerificationError
+    (after writing the manifest with the numbers) when any variant misses its tolerance."""
+    unknown = set(config.variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    started = time.perf_counter()
+    model, tokenizer = load_checkpoint(Path(config.model))
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / CHECKPOINT_DIR)
+    tokenizer.save_pretrained(out)
+    cfg = model.config
+    timings: dict[str, float] = {}
+    variants: dict[str, dict[str, Any]] = {}
+
+    def paths(variant: str) -> dict[str, Path]:
+        (out / variant).mkdir(exist_ok=True)
+        return {g: out / variant / f"{g}.onnx" for g in GRAPHS}
+
+    t = time.perf_counter()
+    fp32 = paths("fp32")
+    export_onnx(model, fp32["full"], fp32["scoring"], config.opset)
+    timings["torch.onnx.export"] = time.perf_counter() - t
+    variants["fp32"] = {"precision": "fp32", "device": "cpu"}
+    built = {"fp32": fp32}
+    if "fused" in config.variants or "int8" in config.variants:
+        t = time.perf_counter()
+        fused = paths("fused")
+        stats = {
+            g: fuse(fp32[g], fused[g], cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers) for g in GRAPHS
+        }
+        timings["fuse"] = time.perf_counter() - t
+        variants["fused"] = {"precision": "fp32", "device": "cpu", "fusion": stats}
+        built["fused"] = fused
+    if "int8" in config.variants:
+        t = time.perf_counter()
+        int8 = paths("int8")
+        options = {
+            g: quantize_int8(
+                built["fused"][g], int8[g], cfg.vocab_size, config.int8_per_channel, config.int8_reduce_range
+            )
+            for g in GRAPHS
+        }
+        timings["quantize_int8"] = time.perf_counter() - t
+        variants["int8"] = {"precision": "int8", "device": "cpu", "quantization": options["scoring"]}
+        built["int8"] = int8
+    if "fp16" in config.variants:
+        t = time.perf_counter()
+        fp16 = paths("fp16")
+        options = {g: convert_fp16(fp32[g], fp16[g], cfg.num_attention_heads, cfg.hidden_size) for g in GRAPHS}
+        timings["convert_fp16"] = time.perf_counter() - t
+        variants["fp16"] = {"precision": "fp16", "device": "cuda", "conversion": options["scoring"]}
+        built["fp16"] = fp16
+    for name in list(built):
+        if name not in config.variants:  # fp32/fused built only as steps towards another variant
+            shutil.rmtree(out / name)
+            built.pop(name), variants.pop(name)
+
+    t = time.perf_counter()
+    cases = build_cases(tokenizer, min(config.verify_max_length, cfg.max_position_embeddings), cfg.vocab_size)
+    cuda_ok, cuda_reason = _cuda_available() if "fp16" in built else (False, "")
+    for name, graphs in built.items():
+        for g in GRAPHS:
+            onnx.checker.check_model(str(graphs[g]), full_check=True)
+        info = variants[name]
+        info["graphs"] = {g: str(p.relative_to(out)) for g, p in graphs.items()}
+        if info["device"] == "cuda" and not cuda_ok:
+            info["verification"] = {"passed": True, "skipped": f"not run: no working CUDA provider ({cuda_reason})",
+                                    "checker": "onnx.checker passed"}  # fmt: skip
+            continue
+        info["verification"] = verify_variant(model, cases, graphs, PRECISION[name], info["device"])
+    timings["verify"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
+    failures = [f"{n}: {msg}" for n, v in variants.items() for msg in v["verification"].get("failures", [])]
+    manifest = {
+        "lucid_eval_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_checkpoint": str(Path(config.model).resolve()),
+        "model_config": asdict(cfg),
+        "vocab_size": tokenizer.vocab_size,
+        "vocab_sha256": _vocab_sha256(tokenizer),
+        "opset": config.opset,
+        "exporter": "torch.onnx.export (TorchScript, dynamo=False), eager attention",
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },  # fmt: skip
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "system": platform.system()},
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "variants": variants,
+        "verification_passed": not failures,
+        "files": {str(p.relative_to(out)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if failures:
+        raise ExportVerificationError("export verification failed:\n  " + "\n  ".join(failures))
+    ExportBundle.load(out)  # the directory reads back clean
+    return manifest

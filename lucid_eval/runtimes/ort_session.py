@@ -1,0 +1,103 @@
+"""Creating ONNX Runtime sessions that run where they were asked to, or say why not.
+
+ONNX Runtime quietly creates a CPU session when the CUDA provider fails to load (for example a
+missing libcublasLt.so.13) while `get_available_providers()` still lists CUDA. Only the session's
+`get_providers()` tells the truth, so it is checked after every session is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnxruntime as ort
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class ProviderError(RuntimeError):
+    """The requested execution provider is not active in the session."""
+
+
+@dataclass
+class SessionResult:
+    session: ort.InferenceSession
+    providers: list[str]
+    fallback: str | None = None  # set when the user allowed a fallback and it happened
+    options: dict[str, object] = field(default_factory=dict)
+
+
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels when this onnxruntime build supports it."""
+    import importlib.util
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None and importlib.util.find_spec("nvidia") is not None:
+        with contextlib.suppress(Exception):  # a CPU-only machine: the session check reports the cause
+            preload()
+
+
+def make_session(
+    path: str | Path | bytes,
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+    allow_fallback: bool = False,
+    optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> SessionResult:
+    """An InferenceSession on `device` ('cpu' or 'cuda'), checked to really run there."""
+    wanted = PROVIDERS[device]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = optimization
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    providers: list = [wanted]
+    if device == "cuda":
+        preload_cuda_libraries()
+        ort.set_default_logger_severity(3)  # the failure is reported below, with its cause
+        providers = [(wanted, {"use_tf32": 0}), "CPUExecutionProvider"]
+        if wanted not in ort.get_available_providers():
+            raise ProviderError(
+                f"{wanted} is not in this onnxruntime build ({ort.__version__}, providers "
+                f"{ort.get_available_providers()}); install onnxruntime-gpu"
+            )
+    source = path if isinstance(path, bytes) else str(path)
+    session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+    active = session.get_providers()
+    settings = {"intra_op_num_threads": opts.intra_op_num_threads, "graph_optimization_level": str(optimization)}
+    if device == "cuda":
+        settings["use_tf32"] = 0
+    if wanted in active:
+        return SessionResult(session, active, options=settings)
+    cause = (
+        f"{wanted} was requested but the session runs on {active}: the provider failed to load "
+        "(typically missing CUDA 13 / cuDNN libraries such as libcublasLt.so.13, or no GPU); "
+        "ONNX Runtime fell back silently"
+    )
+    if not allow_fallback:
+        raise ProviderError(cause + ". Pass --allow-fallback to run on the CPU anyway (recorded in the report).")
+    return SessionResult(session, active, fallback=cause, options=settings)
+
+
+def cuda_provider_status() -> tuple[bool, str]:
+    """Whether a CUDA session really runs here, probed with a one-node graph; and why not."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    try:
+        result = make_session(model.SerializeToString(), "cuda")
+    except ProviderError as exc:
+        return False, str(exc).split(". Pass --allow-fallback")[0]
+    except Exception as exc:
+        return False, f"CUDA session failed: {exc}"
+    return True, f"active providers {result.providers}"

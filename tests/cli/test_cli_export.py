@@ -1,0 +1,31 @@
+"""`lucid-eval export` and `lucid-eval runtimes` through click's CliRunner."""
+
+import json
+
+from click.testing import CliRunner
+
+from lucid_eval.cli import main
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    assert runner.invoke(main, ["--version"]).output.startswith("lucid-eval, version")
+    assert "export" in runner.invoke(main, ["--help"]).output
+
+
+def test_export_command_writes_a_verified_export(tiny_checkpoint, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--model", str(tiny_checkpoint), "--out", str(tmp_path), "--variant", "fused"])
+    assert result.exit_code == 0, result.output
+    assert "fused  fp32  cpu   verified, max |Δ logit|" in result.output
+    assert json.loads((tmp_path / "manifest.json").read_text())["verification_passed"] is True
+
+
+def test_export_of_a_missing_checkpoint_fails_clearly(tmp_path):
+    result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "no config.json" in result.output
+
+
+def test_runtimes_command_lists_reasons(tiny_export):
+    result = CliRunner().invoke(main, ["runtimes", "--export", str(tiny_export)])
+    assert result.exit_code == 0
+    assert "torch-cpu       yes" in result.output and "ort-cuda-fp16" in result.output

@@ -1,0 +1,150 @@
+"""`lucid-eval export`: both graphs, every CPU variant verified against PyTorch, honest manifest."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from lucid_eval.export import ExportBundle, ExportConfig, ExportError, ExportVerificationError, export_model
+from lucid_eval.export.verify import build_cases
+from lucid_eval.models.model import BERTForPreTraining
+from lucid_eval.runtimes.ort_session import make_session
+
+
+def test_manifest_records_everything(tiny_export, tiny_config):
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    assert manifest["verification_passed"] is True
+    assert set(manifest["variants"]) == {"fp32", "fused", "int8", "fp16"}
+    assert manifest["opset"] == 17 and manifest["vocab_size"] == tiny_config.vocab_size
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
+    assert manifest["seconds"]["total"] > 0 and "verify" in manifest["seconds"]
+    for name, info in manifest["files"].items():
+        assert (tiny_export / name).stat().st_size == info["bytes"] and len(info["sha256"]) == 64
+    fused = manifest["variants"]["fused"]["fusion"]["scoring"]["operators"]
+    assert fused["Attention"] == fused["BiasGelu"] - 1 == tiny_config.num_hidden_layers
+    assert (
+        fused["EmbedLayerNormalization"] == 1 and fused["SkipLayerNormalization"] == 2 * tiny_config.num_hidden_layers
+    )
+    for variant in ("fp32", "fused"):
+        cases = manifest["variants"][variant]["verification"]["cases"]
+        assert len(cases) == 6 and all(c["max_abs_logit_diff"] <= 1e-4 and c["mlm_agreement"] == 1.0 for c in cases)
+    int8 = manifest["variants"]["int8"]["verification"]
+    assert int8["tolerance"]["loss"] == 0.05 and all("d_mlm_loss" in c and "mlm_agreement" in c for c in int8["cases"])
+    assert manifest["variants"]["int8"]["quantization"]["excluded_nodes"], "the MLM decoder stays fp32"
+
+
+def run(path, feed):
+    session = make_session(path).session
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {i.name: feed[i.name] for i in session.get_inputs()}), strict=True))
+
+
+@pytest.fixture(scope="module")
+def cases(tiny_tokenizer, tiny_config):
+    return build_cases(tiny_tokenizer, 512, tiny_config.vocab_size, seed=3)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fused"])
+def test_scoring_graph_equals_numpy_over_full_graph(tiny_export, cases, variant):
+    for case in cases:
+        full = run(tiny_export / variant / "full.onnx", case.inputs)["prediction_scores"]
+        scored = run(tiny_export / variant / "scoring.onnx", case.inputs)
+        pos, ids, w = case.inputs["masked_lm_positions"], case.inputs["masked_lm_ids"], case.inputs["masked_lm_weights"]
+        logits = np.take_along_axis(full, pos[..., None], 1).astype(np.float64)  # (B, P, V)
+        lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        token_loss = lse - np.take_along_axis(logits, ids[..., None], -1)[..., 0]
+        np.testing.assert_allclose(scored["mlm_loss_sum"], (token_loss * w).sum(-1), atol=1e-4)
+        np.testing.assert_array_equal(scored["mlm_correct"], ((logits.argmax(-1) == ids) * w).sum(-1))
+        np.testing.assert_array_equal(scored["mlm_count"], w.sum(-1))
+        np.testing.assert_allclose(scored["mlm_logits"], logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 8), (7, 33), (1, 512), (3, 100)])
+def test_dynamic_shapes_match_torch(tiny_export, tiny_checkpoint, shape):
+    B, T = shape
+    g = torch.Generator().manual_seed(B * T)
+    ids = torch.randint(5, 900, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, T // 2 :] = 0 if B > 1 else 1
+    types = (torch.arange(T) >= T // 3).long().expand(B, T).contiguous()
+    model = BERTForPreTraining.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        ref = model(ids, mask, types)[0].numpy()
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+    for variant in ("fp32", "fused"):
+        got = run(tiny_export / variant / "full.onnx", feed)["prediction_scores"]
+        real = mask.numpy().astype(bool)
+        assert np.abs(got - ref)[real].max() <= 1e-4
+        np.testing.assert_array_equal(got.argmax(-1)[real], ref.argmax(-1)[real])
+
+
+def test_fp16_graph_is_structurally_valid(tiny_export):
+    for graph in ("full", "scoring"):
+        model = onnx.load(tiny_export / "fp16" / f"{graph}.onnx")
+        onnx.checker.check_model(model, full_check=True)
+        assert {i.type.tensor_type.elem_type for i in model.graph.input} == {
+            onnx.TensorProto.INT64,
+            onnx.TensorProto.FLOAT,
+        } - ({onnx.TensorProto.FLOAT} if graph == "full" else set())
+        outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+        assert outputs.get("prediction_scores", outputs.get("mlm_logits")) == onnx.TensorProto.FLOAT  # I/O kept fp32
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    verification = json.loads((tiny_export / "manifest.json").read_text())["variants"]["fp16"]["verification"]
+    assert "cases" in verification or verification["skipped"].startswith("not run: no working CUDA provider")
+
+
+def test_verification_fails_loudly_with_numbers(tiny_checkpoint, tmp_path, monkeypatch):
+    import lucid_eval.export.graphs as graphs
+
+    original = graphs.export_model_for_onnx
+
+    def perturbed(model):
+        clone = original(model)
+        with torch.no_grad():
+            clone.cls.predictions.bias.add_(torch.linspace(0, 0.01, clone.config.vocab_size))
+        return clone
+
+    monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
+    with pytest.raises(
+        ExportVerificationError, match=r"fp32: full graph, padded batch 8 \[8, \d+\]: max \|Δ logit\| [\d.e-]+ > 0.0001"
+    ):
+        export_model(ExportConfig(model=tiny_checkpoint, out=tmp_path / "bad", variants=("fp32",)))
+    manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
+    assert manifest["verification_passed"] is False
+    with pytest.raises(ExportError, match="failed verification at export time"):
+        ExportBundle.load(tmp_path / "bad")
+
+
+def test_tampered_or_truncated_graph_is_refused(tiny_export, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_export, copy)
+    ExportBundle.load(copy)
+    graph = copy / "int8" / "scoring.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    with pytest.raises(
+        ExportError, match=r"int8/scoring.onnx does not match manifest.json: sha256 .* \(modified, truncated or corrupt"
+    ):
+        ExportBundle.load(copy)
+    (copy / "fused" / "full.onnx").unlink()
+    with pytest.raises(ExportError, match="fused/full.onnx is listed in manifest.json but missing"):
+        ExportBundle(copy, json.loads((copy / "manifest.json").read_text()), "").check_files(["fused/full.onnx"])
+    with pytest.raises(ExportError, match="manifest.json is missing"):
+        ExportBundle.load(tmp_path)
+
+
+def test_tokenizer_vocab_mismatch_is_refused(tiny_export, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_export, copy)
+    (copy / "tokenizer.json").unlink()
+    vocab = (copy / "vocab.txt").read_text().splitlines()
+    (copy / "vocab.txt").write_text("\n".join(vocab[:-10]) + "\n")
+    with pytest.raises(ExportError, match=r"tokenizer vocabulary size 990 != model vocab_size 1000"):
+        ExportBundle.load(copy, check_files=False)
+
+
+def test_unknown_variant_is_refused(tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="unknown variants"):
+        export_model(ExportConfig(model=tiny_checkpoint, out=tmp_path, variants=("fp8",)))
