@@ -57,3 +57,19 @@ def runtimes(export_dir: Path | None) -> None:
         raise fail(exc) from exc
     for spec, ok, reason in runtime_status(bundle):
         click.echo(f"{spec.name:15s} {'yes' if ok else 'no ':3s}  {spec.description}" + ("" if ok else f"\n{'':20s}{reason}"))
+
+
+@main.command()
+@click.argument("docs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="TSV to write (id, text_a, text_b, nsp_label).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--n-pairs", type=int, help="At most this many pairs (default: one per sentence).")
+def pairs(docs: Path, out: Path, seed: int, n_pairs: int | None) -> None:
+    """Turn a plain-text corpus of DOCS into BERT-style NSP pairs (50 % consecutive, 50 % random)."""
+    from lucid_eval.harness.pairs import build_pairs, read_documents, write_pairs_tsv
+
+    try:
+        written = write_pairs_tsv(build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs), out)
+    except ValueError as exc:
+        raise fail(exc) from exc
+    click.echo(f"wrote {written} pairs to {out}")
