@@ -73,3 +73,83 @@ def pairs(docs: Path, out: Path, seed: int, n_pairs: int | None) -> None:
     except ValueError as exc:
         raise fail(exc) from exc
     click.echo(f"wrote {written} pairs to {out}")
+
+
+@main.command()
+@click.option("--model", required=True, help="Checkpoint dir, 'demo' or 'bert-base-random'.")
+@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runtime", "runtimes", multiple=True, help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True, help="Measure the usual PyTorch loop.")
+@click.option("--threads", type=int, help="Threads per runtime (default: all cores).")
+@click.option("--max-length", default=128, show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, threads: int | None, max_length: int, out: Path) -> None:
+    """Measure runtimes side by side against the usual PyTorch evaluation loop."""
+    import shlex
+    import sys
+
+    from lucid_eval.bench import DEFAULT_RUNTIMES, BenchConfig, run_bench
+
+    config = BenchConfig(model=model, corpus=corpus, out=out, runtimes=runtimes or DEFAULT_RUNTIMES, baseline=baseline,
+                         max_length=max_length, command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
+    if threads:
+        config.threads = threads
+    try:
+        table = run_bench(config, echo=click.echo)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+    columns = ["name", "pairs_per_second", "speedup", "mlm_loss", "mlm_accuracy", "nsp_accuracy", "roofline", "peak_rss_mb"]
+    click.echo(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"wrote {out / 'bench.csv'} and {out / 'bench.html'}")
+
+
+@main.command()
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
+@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runtime", "runtimes", multiple=True, help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory for CSVs and report.html.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "csv", "jsonl"]), help="Corpus format (default: from the extension).")
+@click.option("--seed", default=0, show_default=True, help="Mask seed: same seed and corpus, same masks.")
+@click.option("--max-length", default=128, show_default=True, help="Pairs are truncated to this many tokens.")
+@click.option("--token-budget", default=8192, show_default=True, help="Padded tokens per batch.")
+@click.option("--threads", type=int, help="Intra-op threads per runtime (default: all cores).")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
+@click.option("--allow-fallback", is_flag=True, help="Let a CUDA runtime fall back to the CPU (recorded).")
+def score(export_dir, corpus, runtimes, out, fmt, seed, max_length, token_budget, threads, on_error, resume, allow_fallback) -> None:
+    """Score a corpus of text pairs on several runtimes with identical masks, and compare them."""
+    import shlex
+    import sys
+
+    from lucid_eval.export import ExportError
+    from lucid_eval.harness import RunError, RunInterrupted, ScoreConfig
+    from lucid_eval.harness import score as run_score
+    from lucid_eval.harness.corpus import CorpusError
+    from lucid_eval.runtimes import RuntimeUnavailable
+
+    config = ScoreConfig(
+        export_dir=export_dir, corpus=corpus, out_dir=out, runtimes=list(runtimes or ("torch-cpu", "ort-cpu")), fmt=fmt,
+        seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
+        resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
+    )  # fmt: skip
+    try:
+        result = run_score(config)
+    except RunInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(130)
+    except (RunError, CorpusError, RuntimeUnavailable, ExportError, ValueError) as exc:
+        raise fail(exc) from exc
+    click.echo(result.summary())
+    click.echo(f"report: {result.report}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Rebuild RUN_DIR/report.html from its CSV files and run.json."""
+    from lucid_eval.reports import build_report
+
+    try:
+        click.echo(f"report: {build_report(run_dir)}")
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc

@@ -53,3 +53,31 @@ def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
     export_model(ExportConfig(model=tiny_checkpoint, out=out))
     return out
 
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--enable-logging=stderr", "--v=0",
+]  # fmt: skip
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    """Run headless Chromium on a local page; skips (installing nothing) when Chromium is absent.
+    Asserts the page logged nothing to the console; returns the CompletedProcess."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+    if not found:
+        pytest.skip("chromium is not installed (apt-get install chromium); browser checks skipped")
+
+    def run(page: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [found, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra, page.as_uri()]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        console = [line for line in result.stderr.splitlines() if "CONSOLE" in line and page.as_uri() in line]
+        assert not console, "console messages from the page:\n" + "\n".join(console)
+        return result
+
+    return run

@@ -1,7 +1,6 @@
 """report.html in a real browser: it renders, logs no console errors, and runs no injected code."""
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,20 +14,6 @@ from test_tables import synthetic_run  # noqa: E402
 ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "test-artifacts"
 # Would mark <body> if the browser ever ran it; escaped, it is only text.
 PWN = "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-logging=stderr", "--v=0",
-]
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-    if not found:
-        pytest.skip("chromium is not installed (apt-get install chromium); browser checks skipped")
-    return found
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
@@ -38,17 +23,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_report(run_dir)
 
 
-def _chromium_run(report: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [_chromium(), *FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra, report.as_uri()]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line and report.as_uri() in line]
-    assert not console, "console messages from the report:\n" + "\n".join(console)
-    return result
-
-
-def test_report_screenshot(report: Path, tmp_path: Path) -> None:
+def test_report_screenshot(report: Path, tmp_path: Path, browser) -> None:
     png = tmp_path / "report.png"
-    result = _chromium_run(report, tmp_path, f"--screenshot={png}", "--window-size=1280,2400")
+    result = browser(report, f"--screenshot={png}", "--window-size=1280,2400")
     assert png.is_file(), result.stderr[-2000:]
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 50_000  # a blank page compresses to a few KB
@@ -56,8 +33,8 @@ def test_report_screenshot(report: Path, tmp_path: Path) -> None:
     shutil.copyfile(png, ARTIFACTS / "report.png")
 
 
-def test_report_dom(report: Path, tmp_path: Path) -> None:
-    dom = _chromium_run(report, tmp_path, "--dump-dom").stdout
+def test_report_dom(report: Path, browser) -> None:
+    dom = browser(report, "--dump-dom").stdout
     assert dom.count("<table") >= 5
     assert dom.count("<img") == 3
     assert "<script" not in dom.lower()  # the injected script stayed text

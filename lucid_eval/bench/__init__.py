@@ -1,0 +1,98 @@
+"""`lucid-eval bench`: our runtimes against the usual PyTorch evaluation loop, near the CPU roofline."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lucid_eval.bench.flops import useful_flops
+from lucid_eval.bench.measure import BASELINE, Job, corpus_lengths, matmul_job, measure, model_bytes, run_isolated
+
+DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8")
+
+
+@dataclass
+class BenchConfig:
+    model: str  # checkpoint dir, "demo" or "bert-base-random"
+    corpus: Path
+    out: Path
+    runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
+    baseline: bool = True
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 0
+    max_length: int = 128
+    token_budget: int = 8192
+    max_batch: int = 64
+    command: str = ""
+
+
+def prepare_export(config: BenchConfig) -> Path:
+    """Export the model into OUT/export once; a verified export of the same source is reused."""
+    from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
+    from lucid_eval.models.named import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(config.model, config.out / "models").resolve()
+    export_dir = config.out / f"export-{checkpoint.name}"
+    try:
+        if ExportBundle.load(export_dir).manifest["source_checkpoint"] == str(checkpoint):
+            return export_dir
+    except ExportError:
+        pass
+    export_model(ExportConfig(model=checkpoint, out=export_dir, variants=("fp32", "fused", "int8")))
+    return export_dir
+
+
+def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
+    """Measure every runtime (and the baseline) in its own process on the same masked corpus."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    export_dir = prepare_export(config)
+    job = Job(BASELINE, str(export_dir), str(config.corpus), config.seed, config.max_length, config.threads,
+              config.token_budget, config.max_batch)  # fmt: skip
+    names = ([BASELINE] if config.baseline else []) + list(config.runtimes)
+    rows = []
+    for name in names:
+        echo(f"measuring {name} ...")
+        rows.append(run_isolated(measure, Job(**{**job.__dict__, "name": name})))
+        echo(f"  {rows[-1]['pairs'] / rows[-1]['seconds']:.1f} pairs/s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB")
+    echo("measuring the fp32 matrix-multiply rate ...")
+    rates = run_isolated(matmul_job, config.threads)
+    matmul = max(rates.values())
+    table = pd.DataFrame(rows)
+    n_tokens, n_masked = corpus_lengths(job)
+    from lucid_eval.export import ExportBundle
+
+    flops = useful_flops(ExportBundle.load(export_dir).config, n_tokens, n_masked)
+    table["pairs_per_second"] = table["pairs"] / table["seconds"]
+    table["tokens_per_second"] = table["real_tokens"] / table["seconds"]
+    table["useful_gflops"] = flops / table["seconds"] / 1e9
+    table["roofline"] = table["useful_gflops"] / matmul
+    reference = table.iloc[0]
+    table["speedup"] = table["pairs_per_second"] / reference["pairs_per_second"]
+    table["d_mlm_loss"] = table["mlm_loss"] - reference["mlm_loss"]
+    table["d_nsp_loss"] = table["nsp_loss"] - reference["nsp_loss"]
+    table.to_csv(config.out / "bench.csv", index=False)
+    info = {
+        "model": str(config.model),
+        "corpus": str(config.corpus),
+        "pairs": int(len(n_tokens)),
+        "mean_tokens": float(n_tokens.mean()),
+        "threads": config.threads,
+        "matmul_gflops": matmul,
+        "matmul_gflops_by_library": rates,
+        "useful_gflop": flops / 1e9,
+        "model_mb": model_bytes(export_dir) / 2**20,
+        "baseline": reference["implementation"],
+        "host": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, Python {sys.version.split()[0]}".strip(),
+        "command": config.command,
+    }
+    (config.out / "bench.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    from lucid_eval.reports.bench import build_bench_report
+
+    build_bench_report(config.out)
+    return table

@@ -1,0 +1,63 @@
+"""Useful work and the machine's matrix-multiply rate, to say how close a runtime runs to the roofline.
+
+"Useful" FLOPs count what evaluation must compute: the encoder over real (unpadded) tokens, the MLM
+head at masked positions only, and the pooler + NSP head once per example. Padding, and the
+30522-wide decoder at unmasked positions, are work a runtime may do but does not get credit for.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from lucid_eval.models.config import BERTConfig
+
+
+def useful_flops(config: BERTConfig, n_tokens: np.ndarray, n_masked: np.ndarray) -> float:
+    """FLOPs (2 per multiply-add) for examples of `n_tokens` real tokens with `n_masked` masked ones."""
+    C, F, V, L = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
+    n = n_tokens.astype(np.float64)
+    per_layer = n * (2 * 4 * C * C + 2 * 2 * C * F) + 2 * 2 * n * n * C  # projections + FFN + QK^T and PV
+    encoder = L * per_layer.sum()
+    mlm_head = float(n_masked.sum()) * (2 * C * C + 2 * C * V)
+    nsp_head = len(n_tokens) * (2 * C * C + 2 * C * 2)
+    return float(encoder + mlm_head + nsp_head)
+
+
+def _sustained(step, flops_per_step: float, seconds: float) -> float:
+    for _ in range(3):
+        step()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return flops_per_step * count / (time.perf_counter() - start) / 1e9
+
+
+def matmul_rates(threads: int, *, seconds: float = 2.0, m: int = 2048, k: int = 768, n: int = 3072) -> dict[str, float]:
+    """Sustained fp32 GFLOP/s of a BERT-base-shaped matrix product with `threads` threads, by
+    PyTorch (MKL/oneDNN) and by ONNX Runtime (MLAS): the better of the two is the machine's rate."""
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    flops = 2.0 * m * k * n
+    torch.set_num_threads(threads)
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    rates = {"torch": _sustained(lambda: torch.matmul(a, b, out=out), flops, seconds)}
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+        initializer=[numpy_helper.from_array(b.numpy(), "b")],
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = {"a": a.numpy()}
+    rates["onnxruntime"] = _sustained(lambda: session.run(None, feed), flops, seconds)
+    return rates

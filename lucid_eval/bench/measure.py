@@ -1,0 +1,207 @@
+"""One measurement per fresh process: the usual PyTorch loop, or one of our runtimes, on the same masks.
+
+Each job runs in its own spawned process so that its peak resident memory is its own and thread
+settings do not leak between runtimes. Tokenization and masking happen before the clock starts, for
+the baseline and our runtimes alike; the clock covers batching, the model and the loss arithmetic.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # "baseline" or a runtime name
+    export_dir: str
+    corpus: str
+    seed: int = 0
+    max_length: int = 128
+    threads: int = 2
+    token_budget: int = 8192
+    max_batch: int = 64
+    baseline_batch: int = 32
+
+
+@dataclass
+class Measurement:
+    name: str
+    implementation: str
+    precision: str
+    providers: str
+    threads: int
+    pairs: int
+    real_tokens: int
+    masked_tokens: int
+    seconds: float
+    mlm_loss: float
+    mlm_accuracy: float
+    nsp_loss: float
+    nsp_accuracy: float
+    peak_rss_mb: float
+
+
+def _examples(job: Job):
+    from lucid_eval.export.bundle import ExportBundle
+    from lucid_eval.harness.corpus import CorpusReader
+    from lucid_eval.harness.masking import encode_chunk
+
+    bundle = ExportBundle.load(job.export_dir)
+    records = list(CorpusReader(job.corpus))
+    examples = encode_chunk(records, bundle.tokenizer, seed=job.seed, max_length=job.max_length, mlm_probability=0.15)
+    return bundle, examples
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Unlike ru_maxrss, it is not inherited from the
+    parent across fork + exec, so a spawned measurement reports only its own memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _baseline(job: Job) -> Measurement:
+    """The usual loop: corpus order, batch 32, pad to the batch's longest, full B x T x V logits,
+    cross-entropy in PyTorch; Hugging Face's BertForPreTraining when installed, else ours."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(job.threads)
+    bundle, examples = _examples(job)
+    try:
+        from transformers import BertForPreTraining
+
+        model, implementation = (
+            BertForPreTraining.from_pretrained(str(bundle.checkpoint)),
+            "transformers.BertForPreTraining",
+        )
+    except ImportError:
+        from lucid_eval.models.model import BERTForPreTraining
+
+        model, implementation = (
+            BERTForPreTraining.from_pretrained(bundle.checkpoint),
+            "lucid_eval BERTForPreTraining (full logits)",
+        )
+    model.eval()
+    pad = bundle.tokenizer.pad_token_id
+    totals = np.zeros(5)  # mlm loss sum, correct, count, nsp loss sum, nsp correct
+    start = time.perf_counter()
+    for begin in range(0, len(examples), job.baseline_batch):
+        group = examples[begin : begin + job.baseline_batch]
+        width = max(e.n_tokens for e in group)
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        types = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for row, e in enumerate(group):
+            ids[row, : e.n_tokens] = torch.from_numpy(e.input_ids)
+            mask[row, : e.n_tokens] = 1
+            types[row, : e.n_tokens] = torch.from_numpy(e.type_ids)
+            labels[row, torch.from_numpy(e.positions)] = torch.from_numpy(e.labels)
+        nsp = torch.tensor([max(e.nsp_label, 0) for e in group])
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            scores, nsp_scores = (
+                (out.prediction_logits, out.seq_relationship_logits) if hasattr(out, "prediction_logits") else out
+            )
+            valid = labels != -100
+            totals += [
+                F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1), reduction="sum").item(),
+                (scores.argmax(-1)[valid] == labels[valid]).sum().item(),
+                valid.sum().item(),
+                F.cross_entropy(nsp_scores, nsp, reduction="sum").item(),
+                (nsp_scores.argmax(-1) == nsp).sum().item(),
+            ]
+    seconds = time.perf_counter() - start
+    return _measurement(
+        job.name, implementation, "fp32", f"torch:cpu ({implementation})", job.threads, examples, totals, seconds
+    )
+
+
+def _runtime(job: Job) -> Measurement:
+    from lucid_eval.harness.batching import iter_batches
+    from lucid_eval.runtimes import create_runtime
+
+    bundle, examples = _examples(job)
+    runtime = create_runtime(job.name, bundle, threads=job.threads)
+    runtime.open()
+    info = runtime.info()
+    batches = list(iter_batches(examples, token_budget=job.token_budget, max_batch=job.max_batch,
+                                max_length=job.max_length, pad_token_id=bundle.tokenizer.pad_token_id))  # fmt: skip
+    runtime.run(batches[0][1])  # warm-up: first-run allocations and kernel selection
+    totals = np.zeros(5)
+    start = time.perf_counter()
+    for _, batch in batches:
+        out = runtime.run(batch)
+        totals += [
+            out.mlm_loss_sum.sum(),
+            out.mlm_correct.sum(),
+            out.mlm_count.sum(),
+            out.nsp_loss.sum(),
+            (out.nsp_logits.argmax(-1) == batch.next_sentence_labels).sum(),
+        ]
+    seconds = time.perf_counter() - start
+    runtime.close()
+    return _measurement(job.name, info.name, info.precision, ",".join(info.providers), info.threads or job.threads,
+                        examples, totals, seconds)  # fmt: skip
+
+
+def _measurement(name, implementation, precision, providers, threads, examples, totals, seconds) -> Measurement:
+    n = len(examples)
+    return Measurement(
+        name=name,
+        implementation=implementation,
+        precision=precision,
+        providers=providers,
+        threads=int(threads),
+        pairs=n,
+        real_tokens=int(sum(e.n_tokens for e in examples)),
+        masked_tokens=int(totals[2]),
+        seconds=seconds,
+        mlm_loss=float(totals[0] / max(totals[2], 1)),
+        mlm_accuracy=float(totals[1] / max(totals[2], 1)),
+        nsp_loss=float(totals[3] / n),
+        nsp_accuracy=float(totals[4] / n),
+        peak_rss_mb=_peak_rss_mb(),
+    )
+
+
+def measure(job: Job) -> dict:
+    """Entry point of a spawned process: one measurement as a plain dict."""
+    result = _baseline(job) if job.name == BASELINE else _runtime(job)
+    return asdict(result)
+
+
+def matmul_job(threads: int) -> dict[str, float]:
+    from lucid_eval.bench.flops import matmul_rates
+
+    return matmul_rates(threads)
+
+
+def run_isolated(fn, *args):
+    """Run fn(*args) in a fresh spawned process and return its result."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def corpus_lengths(job: Job) -> tuple[np.ndarray, np.ndarray]:
+    """Real token and masked token counts per example (for the useful-FLOP count)."""
+    _, examples = _examples(job)
+    return np.array([e.n_tokens for e in examples]), np.array([e.n_masked for e in examples])
+
+
+def model_bytes(export_dir: str | Path) -> int:
+    from lucid_eval.export.bundle import ExportBundle
+
+    return (ExportBundle.load(export_dir).checkpoint / "model.safetensors").stat().st_size

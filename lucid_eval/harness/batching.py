@@ -1,0 +1,86 @@
+"""Length bucketing: pack a chunk's examples into padded batches under a token budget.
+
+Sorting by length keeps padding small; every batch satisfies B x padded_T <= token_budget and
+B <= max_batch. Batches carry the corpus indices of their examples, so per-example results can
+be put back into corpus order whatever the packing was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from lucid_eval.harness.masking import MaskedExample
+from lucid_eval.runtimes.base import Batch
+
+PAD_MULTIPLE = 8
+
+
+def padded_length(n_tokens: int, max_length: int) -> int:
+    """Round up to a multiple of 8 (tensor-core friendly shapes), never beyond max_length."""
+    return min(-(-n_tokens // PAD_MULTIPLE) * PAD_MULTIPLE, max(max_length, n_tokens))
+
+
+def plan_batches(lengths: Sequence[int], *, token_budget: int, max_batch: int, max_length: int) -> list[np.ndarray]:
+    """Groups of positions into `lengths`, shortest examples first, each group within budget.
+
+    A single example always forms a batch, even when its padded length alone exceeds the budget.
+    """
+    if token_budget < 1 or max_batch < 1:
+        raise ValueError(f"token_budget and max_batch must be positive, got {token_budget}, {max_batch}")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    groups: list[np.ndarray] = []
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order):
+            groups.append(order[start:end])
+            break
+        width = padded_length(int(lengths[order[end]]), max_length)  # the longest if it joins
+        if end + 1 - start > max_batch or (end + 1 - start) * width > token_budget:
+            groups.append(order[start:end])
+            start = end
+    return groups
+
+
+def make_batch(examples: Sequence[MaskedExample], *, pad_token_id: int, max_length: int) -> Batch:
+    """Right-pad examples into one `Batch`; masked slots are padded to the batch's longest list
+    (at least one slot) with position 0, id 0 and weight 0."""
+    size = len(examples)
+    width = padded_length(max(e.n_tokens for e in examples), max_length)
+    slots = max(1, max(e.n_masked for e in examples))
+    input_ids = np.full((size, width), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((size, width), dtype=np.int64)
+    token_type_ids = np.zeros((size, width), dtype=np.int64)
+    positions = np.zeros((size, slots), dtype=np.int64)
+    ids = np.zeros((size, slots), dtype=np.int64)
+    weights = np.zeros((size, slots), dtype=np.float32)
+    nsp = np.zeros(size, dtype=np.int64)
+    for row, e in enumerate(examples):
+        n, m = e.n_tokens, e.n_masked
+        input_ids[row, :n] = e.input_ids
+        attention_mask[row, :n] = 1
+        token_type_ids[row, :n] = e.type_ids
+        positions[row, :m] = e.positions
+        ids[row, :m] = e.labels
+        weights[row, :m] = 1.0
+        nsp[row] = max(e.nsp_label, 0)  # unlabelled pairs score label 0; their NSP loss is ignored
+    return Batch(input_ids, attention_mask, token_type_ids, positions, ids, weights, nsp)
+
+
+def iter_batches(
+    examples: Sequence[MaskedExample],
+    *,
+    token_budget: int,
+    max_batch: int,
+    max_length: int,
+    pad_token_id: int,
+) -> Iterator[tuple[np.ndarray, Batch]]:
+    """Yield (corpus indices of the batch's examples, Batch) covering every example once."""
+    groups = plan_batches(
+        [e.n_tokens for e in examples], token_budget=token_budget, max_batch=max_batch, max_length=max_length
+    )
+    for group in groups:
+        members = [examples[i] for i in group]
+        indices = np.array([e.index for e in members], dtype=np.int64)
+        yield indices, make_batch(members, pad_token_id=pad_token_id, max_length=max_length)

@@ -1,0 +1,378 @@
+"""`score`: run a corpus through every runtime and write the run directory, resumably.
+
+Finished chunks are journaled atomically in OUT/.journal (one .npz per chunk plus journal.json
+with the run's fingerprint), so a run killed at any moment resumes where it stopped and ends with
+the same tables as an uninterrupted one. OUT/.lock keeps two runs out of the same directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from lucid_eval import __version__
+from lucid_eval.harness.compare import comparison_table, examples_table, flips_table, metrics_table, summary_table
+from lucid_eval.harness.corpus import CorpusReader, sha256_file
+from lucid_eval.harness.masking import encode_chunk
+from lucid_eval.harness.scoring import Scores, score_chunk, stop_on_sigint
+from lucid_eval.reports import REJECTED_SCHEMA, atomic_write_text, build_report, coerce_table, write_run_tables
+from lucid_eval.runtimes.base import Runtime, RuntimeInfo
+
+JOURNAL_DIR = ".journal"
+JOURNAL_FILE = "journal.json"
+LOCK_FILE = ".lock"
+JOURNAL_FORMAT = 1
+
+
+class RunError(RuntimeError):
+    """The run cannot start or go on as asked (locked directory, journal conflict); says what to do."""
+
+
+class RunInterrupted(RunError):
+    """The run stopped early on request; finished chunks are journaled and can be resumed."""
+
+
+@dataclass
+class ScoreConfig:
+    """What to score with what; `runtimes[0]` is the reference every other runtime is compared to."""
+
+    export_dir: str | Path
+    corpus: str | Path
+    out_dir: str | Path
+    runtimes: list[str]
+    fmt: str | None = None
+    seed: int = 0
+    max_length: int = 128
+    mlm_probability: float = 0.15
+    token_budget: int = 8192
+    max_batch: int = 64
+    chunk_size: int = 1024
+    on_error: Literal["skip", "fail"] = "skip"
+    resume: bool = False
+    threads: int | None = None
+    allow_fallback: bool = False
+    progress: bool = True
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (len(self.runtimes) > 0, "name at least one runtime (the first is the reference)"),
+            (len(set(self.runtimes)) == len(self.runtimes), f"runtimes are repeated: {self.runtimes}"),
+            (self.seed >= 0, f"seed must be non-negative, got {self.seed}"),
+            (0.0 < self.mlm_probability < 1.0, f"mlm_probability must be in (0, 1), got {self.mlm_probability}"),
+            (self.max_length >= 3, f"max_length must be at least 3, got {self.max_length}"),
+            (self.token_budget >= self.max_length, f"token_budget {self.token_budget} < max_length {self.max_length}"),
+            (self.max_batch >= 1 and self.chunk_size >= 1, "max_batch and chunk_size must be at least 1"),
+            (self.on_error in ("skip", "fail"), f"on_error must be 'skip' or 'fail', got {self.on_error!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(eq=False)
+class RunResult:
+    """The tables of a finished run (as written to out_dir), run.json's content and the report path."""
+
+    out_dir: Path
+    metrics: pd.DataFrame
+    comparison: pd.DataFrame
+    examples: pd.DataFrame
+    flips: pd.DataFrame
+    rejected: pd.DataFrame
+    run_info: dict[str, Any]
+    report: Path
+
+    def summary(self) -> str:
+        return summary_table(self.metrics, self.comparison)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---- lock ------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold OUT/.lock (O_EXCL, holding our pid); a lock whose process is gone (kill -9) is taken over."""
+    path = out_dir / LOCK_FILE
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                text = path.read_text(errors="replace").strip()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if text.isdigit() and not _pid_alive(int(text)):
+                path.unlink(missing_ok=True)  # stale: its run died without cleaning up
+                continue
+            raise RunError(
+                f"{out_dir} is in use by another lucid-eval run (process {text or '?'} holds {path}); wait for it "
+                f"to finish or choose another output directory (delete {path} only if no run is using it)"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise RunError(f"could not take the lock {path}: it keeps reappearing")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+# ---- journal ---------------------------------------------------------------------------------------
+class Journal:
+    """OUT/.journal: chunk-{k:06d}.npz per finished chunk, and journal.json listing them."""
+
+    def __init__(self, out_dir: Path, fingerprint: dict[str, Any], names: list[str]) -> None:
+        self.dir = out_dir / JOURNAL_DIR
+        self.fingerprint = fingerprint
+        self.names = names
+        self.chunks: dict[int, dict[str, Any]] = {}
+        self.started = _now()
+
+    @classmethod
+    def open(cls, out_dir: Path, fingerprint: dict[str, Any], names: list[str], resume: bool) -> Journal:
+        """A fresh journal, or (resume) the existing one after checking it belongs to this run."""
+        journal = cls(out_dir, fingerprint, names)
+        path = journal.dir / JOURNAL_FILE
+        if not path.exists():
+            if journal.dir.exists():
+                for stray in journal.dir.glob("chunk-*.npz*"):  # written before journal.json listed them
+                    stray.unlink()
+            return journal
+        if not resume:
+            raise RunError(
+                f"{out_dir} already holds a scoring run ({path}); pass --resume (resume=True) to continue "
+                f"or rebuild it, or choose another output directory"
+            )
+        state = json.loads(path.read_text(encoding="utf-8"))
+        old = state.get("fingerprint", {})
+        changed = [
+            f"{key} ({old.get(key)!r} -> {value!r})" for key, value in fingerprint.items() if old.get(key) != value
+        ]
+        if state.get("format") != JOURNAL_FORMAT or changed:
+            what = ", ".join(changed) or f"journal format {state.get('format')!r}"
+            raise RunError(
+                f"cannot resume in {out_dir}: the journal was written by a different run; changed: {what}. "
+                f"Resume with the original settings or choose another output directory"
+            )
+        journal.chunks = {int(c["chunk"]): c for c in state["chunks"]}
+        journal.started = state.get("started", journal.started)
+        return journal
+
+    def _file(self, k: int) -> Path:
+        return self.dir / f"chunk-{k:06d}.npz"
+
+    def save(self, k: int, scores: Scores) -> None:
+        """Write the chunk's arrays atomically, then list it in journal.json (also atomically)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        target = self._file(k)
+        tmp = target.with_name(target.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **scores.to_arrays())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        index = scores.shared["index"]
+        self.chunks[k] = {"chunk": k, "file": target.name, "first_index": int(index[0]), "n_pairs": len(index)}
+        state = {
+            "format": JOURNAL_FORMAT,
+            "fingerprint": self.fingerprint,
+            "started": self.started,
+            "chunks": [self.chunks[c] for c in sorted(self.chunks)],
+        }
+        atomic_write_text(self.dir / JOURNAL_FILE, json.dumps(state, indent=1) + "\n")
+
+    def load(self, k: int, first_index: int, n_pairs: int) -> Scores:
+        """A journaled chunk, checked against the corpus rows it must cover."""
+        entry = self.chunks[k]
+        if (entry["first_index"], entry["n_pairs"]) != (first_index, n_pairs):
+            raise RunError(f"journal chunk {k} covers other pairs than the corpus now yields; start a new run")
+        try:
+            with np.load(self._file(k), allow_pickle=False) as data:
+                return Scores.from_arrays({key: data[key] for key in data.files}, self.names)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunError(f"journal chunk {self._file(k)} is unreadable ({exc}); start a new run") from exc
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+def _default_factory(config: ScoreConfig, bundle: Any) -> Callable[[str], Runtime]:
+    from lucid_eval.runtimes import create_runtime
+
+    return lambda name: create_runtime(name, bundle, threads=config.threads, allow_fallback=config.allow_fallback)
+
+
+def _interrupted(journal: Journal) -> RunInterrupted:
+    return RunInterrupted(
+        f"interrupted: {len(journal.chunks)} finished chunk(s) are saved in {journal.dir}; "
+        "run the same command with --resume (resume=True) to continue"
+    )
+
+
+def _score_corpus(
+    config: ScoreConfig, reader: CorpusReader, journal: Journal, runtimes: list[Runtime], tokenizer: Any
+) -> list[Scores]:
+    """Every chunk's scores, journaled ones loaded, the rest scored and journaled as they finish."""
+    parts: list[Scores] = []
+    progress = tqdm(unit="pair", desc="scoring", disable=not config.progress, dynamic_ncols=True)
+    with progress as bar, stop_on_sigint() as stop:
+        try:
+            for k, records in enumerate(reader.chunks(config.chunk_size)):
+                if k in journal.chunks:
+                    parts.append(journal.load(k, records[0].index, len(records)))
+                    bar.update(len(records))
+                    continue
+                examples = encode_chunk(
+                    records,
+                    tokenizer,
+                    seed=config.seed,
+                    max_length=config.max_length,
+                    mlm_probability=config.mlm_probability,
+                )
+                scores = score_chunk(
+                    records,
+                    examples,
+                    runtimes,
+                    token_budget=config.token_budget,
+                    max_batch=config.max_batch,
+                    max_length=config.max_length,
+                    pad_token_id=tokenizer.pad_token_id,
+                    stop=stop,
+                    on_batch=bar.update,
+                )
+                if scores is None:
+                    raise _interrupted(journal)
+                journal.save(k, scores)
+                parts.append(scores)
+        except KeyboardInterrupt:
+            raise _interrupted(journal) from None
+    return parts
+
+
+def _run_info(
+    config: ScoreConfig,
+    bundle: Any,
+    reader: CorpusReader,
+    scores: Scores,
+    infos: dict[str, RuntimeInfo],
+    journal: Journal,
+) -> dict[str, Any]:
+    """run.json: provenance, settings and row counts (read = scored + rejected)."""
+    versions = {"lucid_eval": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for info in infos.values():
+        versions.update(info.versions)
+    stats = reader.stats
+    return {
+        "command": config.command,
+        "seed": config.seed,
+        "max_length": config.max_length,
+        "mlm_probability": config.mlm_probability,
+        "token_budget": config.token_budget,
+        "max_batch": config.max_batch,
+        "chunk_size": config.chunk_size,
+        "corpus": {"path": str(config.corpus), "sha256": journal.fingerprint["corpus_sha256"], "format": reader.fmt},
+        "export": {"dir": str(getattr(bundle, "path", config.export_dir)), "manifest_sha256": bundle.manifest_sha256},
+        "reference": config.runtimes[0],
+        "runtimes": list(config.runtimes),
+        "runtime_info": {name: asdict(info) for name, info in infos.items()},
+        "counts": {
+            "read": stats.read,
+            "scored": stats.accepted,
+            "truncated": int(scores.shared["truncated"].sum()),
+            "rejected": stats.rejected,
+        },
+        "versions": versions,
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "started": journal.started,
+        "finished": _now(),
+    }
+
+
+def score(
+    config: ScoreConfig, *, bundle: Any = None, runtime_factory: Callable[[str], Runtime] | None = None
+) -> RunResult:
+    """Score `config.corpus` on every runtime with identical masked inputs and write the run directory.
+
+    `bundle` defaults to ExportBundle.load(config.export_dir); `runtime_factory` (name -> Runtime)
+    defaults to lucid_eval.runtimes.create_runtime over that bundle.
+    """
+    if bundle is None:
+        from lucid_eval.export.bundle import ExportBundle
+
+        bundle = ExportBundle.load(config.export_dir)
+    limit = bundle.config.max_position_embeddings
+    if config.max_length > limit:
+        raise ValueError(f"max_length {config.max_length} exceeds the model's max_position_embeddings {limit}")
+    tokenizer = bundle.tokenizer
+    factory = runtime_factory or _default_factory(config, bundle)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(config.runtimes)
+    with run_lock(out):
+        reader = CorpusReader(config.corpus, config.fmt, config.on_error)
+        fingerprint = {
+            "corpus_sha256": sha256_file(config.corpus),
+            "corpus_format": reader.fmt,
+            "export_manifest_sha256": bundle.manifest_sha256,
+            "seed": config.seed,
+            "max_length": config.max_length,
+            "mlm_probability": config.mlm_probability,
+            "runtimes": names,
+            "chunk_size": config.chunk_size,
+        }
+        journal = Journal.open(out, fingerprint, names, config.resume)
+        with contextlib.ExitStack() as stack:
+            runtimes = [factory(name) for name in names]
+            for name, rt in zip(names, runtimes, strict=True):
+                if rt.name != name:
+                    raise ValueError(f"runtime factory returned {rt.name!r} for {name!r}")
+                stack.enter_context(rt)
+            infos = {rt.name: rt.info() for rt in runtimes}
+            parts = _score_corpus(config, reader, journal, runtimes, tokenizer)
+        scores = Scores.concat(parts)
+        stats = reader.stats
+        if stats.read != stats.accepted + stats.rejected or stats.accepted != len(scores.shared["index"]):
+            raise AssertionError(f"row counts do not reconcile: {stats}, {len(scores.shared['index'])} scored")
+        metrics = metrics_table(scores, infos, reader.has_labels)
+        comparison = comparison_table(scores, metrics, infos)
+        examples = examples_table(scores)
+        flips = flips_table(scores, tokenizer)
+        rejected = coerce_table(
+            pd.DataFrame([asdict(r) for r in reader.rejected], columns=list(REJECTED_SCHEMA)), REJECTED_SCHEMA
+        )
+        run_info = _run_info(config, bundle, reader, scores, infos, journal)
+        write_run_tables(
+            out,
+            metrics=metrics,
+            comparison=comparison,
+            examples=examples,
+            flips=flips,
+            rejected=rejected,
+            run_info=run_info,
+        )
+        report = build_report(out)
+    return RunResult(out, metrics, comparison, examples, flips, rejected, run_info, report)

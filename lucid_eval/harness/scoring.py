@@ -1,0 +1,248 @@
+"""The scoring loop: every runtime scores the same batches, reduced at once to per-example results.
+
+Runtimes see each batch in order, reference first; each `run` call is timed on its own. The
+B x P x V logits never outlive their batch: they are reduced to per-example losses, predictions
+at the masked slots and distances to the reference's logits of the same batch. An example whose
+outputs hold NaN/Inf is marked failed for that runtime. Ctrl-C (`stop_on_sigint`) stops the loop
+between batches, never inside one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lucid_eval.harness.batching import iter_batches
+from lucid_eval.harness.corpus import PairRecord
+from lucid_eval.harness.masking import MaskedExample
+from lucid_eval.runtimes.base import Batch, Runtime, ScoreOutputs
+
+SLAB = 256  # masked slots per step when diffing logits, to bound temporary memory
+
+
+@dataclass
+class Scores:
+    """Per-example results in corpus order: inputs shared by all runtimes plus one dict per runtime.
+
+    shared: index, id, n_tokens, n_masked, nsp_label (-1 = none), truncated; slot_position and
+    slot_label (masked slots of all examples, concatenated); flip_index/flip_text_a/flip_text_b
+    (texts of examples some runtime disagrees on, for flips.csv).
+    runtime: mlm_loss_sum, mlm_correct, nsp_loss, nsp_logits (N, 2), nsp_pred, failed,
+    max_abs_mlm_diff, sum_abs_mlm_diff, n_mlm_diff (vs the reference), slot_pred, slot_margin
+    (top-1 minus top-2 logit per slot), batch_ms (one entry per batch).
+    """
+
+    shared: dict[str, np.ndarray]
+    runtimes: dict[str, dict[str, np.ndarray]]  # reference first
+
+    @property
+    def reference(self) -> str:
+        return next(iter(self.runtimes))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat name -> array mapping for np.savez; runtimes are keyed by position."""
+        out = {f"shared.{k}": v for k, v in self.shared.items()}
+        for j, fields in enumerate(self.runtimes.values()):
+            out.update({f"runtime.{j}.{k}": v for k, v in fields.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], names: Sequence[str]) -> Scores:
+        shared = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("shared.")}
+        runtimes: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
+        for key, value in arrays.items():
+            if key.startswith("runtime."):
+                _, j, field = key.split(".", 2)
+                runtimes[names[int(j)]][field] = value
+        return cls(shared, runtimes)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Scores]) -> Scores:
+        first = parts[0]
+        shared = {k: np.concatenate([p.shared[k] for p in parts]) for k in first.shared}
+        runtimes = {
+            name: {k: np.concatenate([p.runtimes[name][k] for p in parts]) for k in fields}
+            for name, fields in first.runtimes.items()
+        }
+        return cls(shared, runtimes)
+
+
+def _per_example(rows: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Sum per-slot values into their examples."""
+    return np.bincount(rows, weights=values, minlength=size)
+
+
+def reduce_outputs(batch: Batch, out: ScoreOutputs, ref_logits: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per-example results of one batch (batch row order) and per-slot results (valid slots, row-major).
+
+    `ref_logits` are the reference's (S, V) logits at the valid slots, None for the reference itself.
+    """
+    size = batch.size
+    valid = batch.masked_lm_weights > 0  # (B, P)
+    rows = np.nonzero(valid)[0]  # example row of each valid slot
+    n_slots = valid.sum(axis=1)
+    logits = out.mlm_logits[valid]  # (S, V)
+    bad_slots = _per_example(rows, (~np.isfinite(logits).all(axis=-1)).astype(np.float64), size) > 0
+    failed = (
+        bad_slots
+        | ~np.isfinite(out.mlm_loss_sum)
+        | ~np.isfinite(out.nsp_loss)
+        | ~np.isfinite(out.nsp_logits).all(axis=-1)
+    )
+    slot_max = np.zeros(len(rows))
+    slot_sum = np.zeros(len(rows))
+    if ref_logits is not None:
+        for start in range(0, len(rows), SLAB):
+            diff = np.abs(logits[start : start + SLAB] - ref_logits[start : start + SLAB])
+            slot_max[start : start + SLAB] = diff.max(axis=-1, initial=0.0)
+            slot_sum[start : start + SLAB] = diff.sum(axis=-1, dtype=np.float64)
+    max_diff = np.full(size, -np.inf)
+    np.fmax.at(max_diff, rows, slot_max)  # NaN-ignoring; failed examples become NaN below
+    max_diff[(n_slots == 0) | failed] = np.nan
+    margin = np.full(len(rows), np.nan, dtype=np.float32)
+    if logits.shape[-1] >= 2 and len(rows):
+        top2 = np.partition(logits, -2, axis=-1)[:, -2:]
+        margin = (top2[:, 1] - top2[:, 0]).astype(np.float32)
+    return {
+        "mlm_loss_sum": out.mlm_loss_sum.astype(np.float64),
+        "mlm_correct": out.mlm_correct.astype(np.float64),
+        "nsp_loss": out.nsp_loss.astype(np.float64),
+        "nsp_logits": out.nsp_logits.astype(np.float32),
+        "nsp_pred": out.nsp_logits.argmax(axis=-1).astype(np.int64),
+        "failed": failed,
+        "max_abs_mlm_diff": max_diff,
+        "sum_abs_mlm_diff": _per_example(rows, slot_sum, size),
+        "n_mlm_diff": (n_slots * logits.shape[-1]).astype(np.int64),
+        "slot_pred": out.mlm_predictions[valid].astype(np.int64),
+        "slot_margin": margin,
+    }
+
+
+def _slot_order(n_masked: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Permutation of concatenated slot arrays that follows reordering their examples by `order`."""
+    offsets = np.concatenate([[0], np.cumsum(n_masked)])
+    spans = [np.arange(offsets[i], offsets[i + 1]) for i in order]
+    return np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+
+
+def _shared(records: Sequence[PairRecord], examples: Sequence[MaskedExample]) -> dict[str, np.ndarray]:
+    empty = np.zeros(0, dtype=np.int64)
+    return {
+        "index": np.array([e.index for e in examples], dtype=np.int64),
+        "id": np.array([r.id for r in records], dtype=str),
+        "n_tokens": np.array([e.n_tokens for e in examples], dtype=np.int64),
+        "n_masked": np.array([e.n_masked for e in examples], dtype=np.int64),
+        "nsp_label": np.array([e.nsp_label for e in examples], dtype=np.int64),
+        "truncated": np.array([e.truncated for e in examples], dtype=bool),
+        "slot_position": np.concatenate([empty, *(e.positions for e in examples)]),
+        "slot_label": np.concatenate([empty, *(e.labels for e in examples)]),
+    }
+
+
+def flips_vs_reference(
+    shared: dict[str, np.ndarray], ref: dict[str, np.ndarray], got: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(slot flipped (S,), NSP flipped (N,)) where both runtimes scored the example without failing."""
+    both_ok = ~ref["failed"] & ~got["failed"]
+    slot_ok = np.repeat(both_ok, shared["n_masked"])
+    return (ref["slot_pred"] != got["slot_pred"]) & slot_ok, (ref["nsp_pred"] != got["nsp_pred"]) & both_ok
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C asks to stop after the current batch; a second one interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print("\nlucid-eval: stopping after the current batch (Ctrl-C again to stop now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def score_chunk(
+    records: Sequence[PairRecord],
+    examples: Sequence[MaskedExample],
+    runtimes: Sequence[Runtime],
+    *,
+    token_budget: int,
+    max_batch: int,
+    max_length: int,
+    pad_token_id: int,
+    stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> Scores | None:
+    """Score one chunk with every runtime (the first is the reference) in corpus order.
+
+    Returns None when `stop()` is true before a batch (the chunk is then left unfinished);
+    `on_batch(n)` reports progress in pairs."""
+    if not examples:
+        raise ValueError("cannot score an empty chunk")
+    names = [rt.name for rt in runtimes]
+    pieces: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    order_parts = []
+    for indices, batch in iter_batches(
+        examples, token_budget=token_budget, max_batch=max_batch, max_length=max_length, pad_token_id=pad_token_id
+    ):
+        if stop():
+            return None
+        ref_logits = None
+        for rt in runtimes:
+            start = time.perf_counter()
+            out = rt.run(batch)
+            times[rt.name].append((time.perf_counter() - start) * 1000.0)
+            pieces[rt.name].append(reduce_outputs(batch, out, ref_logits))
+            if ref_logits is None:
+                ref_logits = out.mlm_logits[batch.masked_lm_weights > 0]
+            del out  # free this batch's logits before the next runtime allocates its own
+        order_parts.append(indices)
+        on_batch(len(indices))
+    shared = _shared(records, examples)
+    batch_index = np.concatenate(order_parts)
+    order = np.argsort(batch_index, kind="stable")
+    if not np.array_equal(batch_index[order], shared["index"]):
+        raise AssertionError("batches must cover the chunk's examples, in corpus order, exactly once")
+    slot_perm = _slot_order(shared["n_masked"][np.searchsorted(shared["index"], batch_index)], order)
+    per_runtime = {}
+    for name in names:
+        merged = {k: np.concatenate([p[k] for p in pieces[name]]) for k in pieces[name][0]}
+        fields = {k: v[slot_perm] if k.startswith("slot_") else v[order] for k, v in merged.items()}
+        fields["batch_ms"] = np.asarray(times[name], dtype=np.float64)
+        per_runtime[name] = fields
+    scores = Scores(shared, per_runtime)
+    _attach_flip_texts(scores, records)
+    return scores
+
+
+def _attach_flip_texts(scores: Scores, records: Sequence[PairRecord]) -> None:
+    """Keep the texts of examples that any runtime flips, so flips.csv needs no second corpus pass."""
+    ref = scores.runtimes[scores.reference]
+    flipped = np.zeros(len(records), dtype=bool)
+    example_of_slot = np.repeat(np.arange(len(records)), scores.shared["n_masked"])
+    for name, got in scores.runtimes.items():
+        if name == scores.reference:
+            continue
+        slot_flip, nsp_flip = flips_vs_reference(scores.shared, ref, got)
+        flipped |= nsp_flip
+        flipped[example_of_slot[slot_flip]] = True
+    chosen = [records[i] for i in np.flatnonzero(flipped)]
+    scores.shared["flip_index"] = np.array([r.index for r in chosen], dtype=np.int64)
+    scores.shared["flip_text_a"] = np.array([r.text_a for r in chosen], dtype=str)
+    scores.shared["flip_text_b"] = np.array([r.text_b for r in chosen], dtype=str)

@@ -1,0 +1,100 @@
+"""The benchmark's page: one table against the targets and one figure, from bench.csv and bench.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lucid_eval import __version__
+from lucid_eval.reports.html import _environment
+from lucid_eval.reports.plots import figure_to_data_uri, runtime_colors
+from lucid_eval.reports.tables import atomic_write_text
+
+SHOWN = {
+    "name": "Runtime",
+    "precision": "Precision",
+    "pairs_per_second": "Pairs/s",
+    "tokens_per_second": "Tokens/s",
+    "speedup": "× baseline",
+    "mlm_loss": "MLM loss",
+    "d_mlm_loss": "Δ MLM loss",
+    "mlm_accuracy": "MLM acc",
+    "nsp_accuracy": "NSP acc",
+    "useful_gflops": "Useful GFLOP/s",
+    "roofline": "of matmul rate",
+    "peak_rss_mb": "Peak RSS MB",
+}
+
+
+def bench_figure(table: pd.DataFrame) -> str:
+    fig = Figure(figsize=(11, 1.2 + 0.5 * len(table)), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    colors = runtime_colors(list(table["name"]))
+    y = np.arange(len(table))
+    for ax, column, label in (
+        (left, "pairs_per_second", "pairs / s"),
+        (right, "roofline", "useful FLOP rate / fp32 matmul rate"),
+    ):
+        ax.barh(y, table[column], color=[colors[n] for n in table["name"]])
+        for yi, v in zip(y, table[column], strict=True):
+            ax.text(v, yi, f" {v:.2f}" if column == "roofline" else f" {v:.1f}", va="center", fontsize=9)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", color="#e3e6ea")
+        ax.set_axisbelow(True)
+    right.axvline(0.75, color="#c44e52", linestyle="--", linewidth=1)
+    left.set_yticks(y, table["name"])
+    left.invert_yaxis()
+    return figure_to_data_uri(fig)
+
+
+def _fmt(column: str, value) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or pd.isna(value):
+        return "—"
+    if column in ("roofline", "mlm_accuracy", "nsp_accuracy"):
+        return f"{value:.1%}"
+    if column == "speedup":
+        return f"{value:.2f}×"
+    if column == "d_mlm_loss":
+        return f"{value:+.2e}"
+    if column in ("mlm_loss",):
+        return f"{value:.4f}"
+    return f"{value:,.1f}"
+
+
+def build_bench_report(out_dir: str | os.PathLike[str]) -> Path:
+    out = Path(out_dir)
+    table = pd.read_csv(out / "bench.csv")
+    info = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    rows = [[_fmt(c, r[c]) for c in SHOWN] for _, r in table.iterrows()]
+    html = (
+        _environment()
+        .get_template("bench.html.j2")
+        .render(version=__version__, info=info, header=list(SHOWN.values()), rows=rows, figure=bench_figure(table))
+    )
+    path = out / "bench.html"
+    atomic_write_text(path, html)
+    atomic_write_text(out / "bench.md", bench_markdown(header=list(SHOWN.values()), rows=rows, info=info))
+    return path
+
+
+def bench_markdown(header: list[str], rows: list[list[str]], info: dict) -> str:
+    """The same table as Markdown, for BENCHMARKS.md."""
+    lines = [
+        f"Model `{info['model']}`, {info['pairs']} pairs (mean {info['mean_tokens']:.0f} tokens), "
+        f"{info['threads']} threads, {info['host']}; fp32 matmul rate {info['matmul_gflops']:.1f} GFLOP/s; "
+        f"weights {info['model_mb']:.0f} MB.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"Command: `{info['command']}`",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,37 @@
+"""`lucid-eval bench` produces every field on a tiny model (speed itself is not asserted)."""
+
+import csv
+import json
+import pydoc_data.topics
+
+import pandas as pd
+from click.testing import CliRunner
+
+from lucid_eval.cli import main
+from lucid_eval.harness.pairs import split_sentences
+
+
+def test_bench_end_to_end(tiny_checkpoint, tmp_path):
+    sentences = [s for v in list(pydoc_data.topics.topics.values())[:5] for s in split_sentences(v) if len(s) > 30]
+    corpus = tmp_path / "pairs.tsv"
+    with open(corpus, "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t")
+        writer.writerow(["id", "text_a", "text_b", "nsp_label"])
+        for i in range(40):
+            writer.writerow([i, sentences[i], sentences[i + 1] if i % 2 == 0 else sentences[-i], i % 2])
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(
+        main, ["bench", "--model", str(tiny_checkpoint), "--corpus", str(corpus), "--out", str(out), "--threads", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "bench.csv")
+    assert list(table["name"]) == ["baseline", "torch-cpu", "ort-cpu", "ort-cpu-int8"]
+    for column in ("pairs_per_second", "tokens_per_second", "speedup", "mlm_loss", "mlm_accuracy", "nsp_loss",
+                   "nsp_accuracy", "useful_gflops", "roofline", "peak_rss_mb", "d_mlm_loss"):  # fmt: skip
+        assert table[column].notna().all(), column
+    assert (table["pairs"] == 40).all() and table["masked_tokens"].nunique() == 1, "same masks everywhere"
+    fp32 = table[table["precision"] == "fp32"]
+    assert fp32["d_mlm_loss"].abs().max() <= 1e-4 and fp32["d_nsp_loss"].abs().max() <= 1e-4
+    info = json.loads((out / "bench.json").read_text())
+    assert info["matmul_gflops"] > 0 and info["model_mb"] > 0
+    assert "data:image/png;base64," in (out / "bench.html").read_text()
