@@ -2,11 +2,11 @@
 
 import csv
 import json
+import pydoc_data.topics
 import shutil
 from pathlib import Path
 
 import pandas as pd
-import pydoc_data.topics
 import pytest
 from click.testing import CliRunner
 
