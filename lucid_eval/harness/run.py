@@ -95,7 +95,12 @@ class RunResult:
     report: Path
 
     def summary(self) -> str:
-        return summary_table(self.metrics, self.comparison)
+        counts = self.run_info["counts"]
+        line = (
+            f"pairs read {counts['read']:,}, scored {counts['scored']:,}, truncated {counts['truncated']:,}, "
+            f"rejected {counts['rejected']:,}" + (" (see rejected.csv)" if counts["rejected"] else "")
+        )
+        return summary_table(self.metrics, self.comparison) + "\n" + line
 
 
 def _now() -> str:
