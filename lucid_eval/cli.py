@@ -153,3 +153,28 @@ def report(run_dir: Path) -> None:
         click.echo(f"report: {build_report(run_dir)}")
     except (FileNotFoundError, ValueError) as exc:
         raise fail(exc) from exc
+
+
+@main.command()
+@click.option("--out", default=Path("reports/demo"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--model", default="demo", show_default=True, help="Checkpoint dir instead of the shipped demo model.")
+@click.option("--n-pairs", default=1000, show_default=True, help="Held-out pairs to score.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", type=int, help="Threads per runtime (default: all cores).")
+def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None) -> None:
+    """Score held-out built-in text pairs with the shipped checkpoint on every runtime available here."""
+    import shlex
+    import sys
+
+    from lucid_eval.demo import DemoConfig, run_demo
+    from lucid_eval.export import ExportError
+    from lucid_eval.harness import RunError
+
+    config = DemoConfig(out=out, model=model, n_pairs=n_pairs, seed=seed, threads=threads,
+                        command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
+    try:
+        result = run_demo(config, echo=click.echo)
+    except (RunError, ExportError, FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+    click.echo(result.summary())
+    click.echo(f"report: {result.report.resolve()}")

@@ -143,6 +143,7 @@ def quantize_int8(
             per_channel=per_channel,
             reduce_range=reduce_range,
             nodes_to_exclude=exclude,
+            op_types_to_quantize=["MatMul", "Attention"],  # embeddings and LayerNorms stay fp32
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
@@ -153,6 +154,7 @@ def quantize_int8(
         "activations": "uint8, dynamic per-tensor",
         "per_channel": per_channel,
         "reduce_range": reduce_range,
+        "op_types": ["MatMul", "Attention"],
         "excluded_nodes": exclude,
     }
 

@@ -58,7 +58,6 @@ def make_session(
     providers: list = [wanted]
     if device == "cuda":
         preload_cuda_libraries()
-        ort.set_default_logger_severity(3)  # the failure is reported below, with its cause
         providers = [(wanted, {"use_tf32": 0}), "CPUExecutionProvider"]
         if wanted not in ort.get_available_providers():
             raise ProviderError(
@@ -66,16 +65,18 @@ def make_session(
                 f"{ort.get_available_providers()}); install onnxruntime-gpu"
             )
     source = path if isinstance(path, bytes) else str(path)
-    session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+    with _native_stderr() as native:
+        session = ort.InferenceSession(source, sess_options=opts, providers=providers)
     active = session.get_providers()
     settings = {"intra_op_num_threads": opts.intra_op_num_threads, "graph_optimization_level": str(optimization)}
     if device == "cuda":
         settings["use_tf32"] = 0
     if wanted in active:
         return SessionResult(session, active, options=settings)
+    detail = _load_error(native.getvalue())
     cause = (
         f"{wanted} was requested but the session runs on {active}: the provider failed to load "
-        "(typically missing CUDA 13 / cuDNN libraries such as libcublasLt.so.13, or no GPU); "
+        f"({detail or 'typically missing CUDA 13 / cuDNN libraries such as libcublasLt.so.13, or no GPU'}); "
         "ONNX Runtime fell back silently"
     )
     if not allow_fallback:
@@ -101,3 +102,36 @@ def cuda_provider_status() -> tuple[bool, str]:
     except Exception as exc:
         return False, f"CUDA session failed: {exc}"
     return True, f"active providers {result.providers}"
+
+
+@contextlib.contextmanager
+def _native_stderr():
+    """Capture what native code writes to fd 2 (ONNX Runtime's provider-loading errors), so the
+    cause can go into our error message instead of a coloured log line."""
+    import io
+    import sys
+    import tempfile
+
+    captured = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.write(tmp.read().decode("utf-8", "replace"))
+
+
+def _load_error(log: str) -> str:
+    """The line of ONNX Runtime's log that says why a provider did not load, shortened."""
+    import re
+
+    match = re.search(r"Failed to load library \S*?([^/\s]+\.so) with error: ([^\n\x1b]+)", log)
+    if match:
+        return f"{match.group(1)}: {match.group(2).strip()}"
+    match = re.search(r"(Require cuDNN[^\n\x1b]*?)(?: Please|$)", log)
+    return match.group(1).strip() if match else ""
