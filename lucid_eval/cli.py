@@ -60,17 +60,26 @@ def runtimes(export_dir: Path | None) -> None:
 
 
 @main.command()
-@click.argument("docs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("docs")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="TSV to write (id, text_a, text_b, nsp_label).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--n-pairs", type=int, help="At most this many pairs (default: one per sentence).")
-def pairs(docs: Path, out: Path, seed: int, n_pairs: int | None) -> None:
-    """Turn a plain-text corpus of DOCS into BERT-style NSP pairs (50 % consecutive, 50 % random)."""
+def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
+    """Turn a plain-text corpus of DOCS into BERT-style NSP pairs (50 % consecutive, 50 % random).
+
+    DOCS 'builtin' gives the held-out documents of the built-in corpus (what the demo scores)."""
     from lucid_eval.harness.pairs import build_pairs, read_documents, write_pairs_tsv
 
     try:
-        written = write_pairs_tsv(build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs), out)
-    except ValueError as exc:
+        if docs == "builtin":
+            from lucid_eval.data.corpus import write_heldout_pairs
+
+            written = write_heldout_pairs(out, n_pairs=n_pairs, seed=seed)
+        else:
+            if not Path(docs).is_file():
+                raise FileNotFoundError(f"{docs} is not a file (or use 'builtin')")
+            written = write_pairs_tsv(build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs), out)
+    except (ValueError, FileNotFoundError) as exc:
         raise fail(exc) from exc
     click.echo(f"wrote {written} pairs to {out}")
 
@@ -178,3 +187,25 @@ def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None) ->
         raise fail(exc) from exc
     click.echo(result.summary())
     click.echo(f"report: {result.report.resolve()}")
+
+
+@main.command()
+@click.argument("corpus")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint dir to write (HF format).")
+@click.option("--preset", default="demo", show_default=True, help="Recipe: 'demo' (the shipped model) or 'tiny'.")
+@click.option("--steps", type=int, help="Override the preset's optimisation steps.")
+@click.option("--seed", type=int, help="Override the preset's seed.")
+def pretrain(corpus: str, out: Path, preset: str, steps: int | None, seed: int | None) -> None:
+    """Pretrain a small BERT from scratch on CORPUS ('builtin' or a plain-text file of documents)."""
+    from lucid_eval.train.pretrain import PretrainConfig
+    from lucid_eval.train.pretrain import pretrain as run_pretrain
+
+    overrides = {k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None}
+    try:
+        config = PretrainConfig.preset(preset, **overrides)
+        result = run_pretrain(None if corpus == "builtin" else Path(corpus), out, config)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(exc) from exc
+    final = ", ".join(f"{k} {v:.4f}" for k, v in result.final.items())
+    click.echo(f"held-out: {final}; most-frequent-token MLM baseline {result.baseline_mlm_accuracy:.4f}")
+    click.echo(f"checkpoint written to {out} in {result.seconds:.0f} s")

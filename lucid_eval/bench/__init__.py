@@ -32,6 +32,15 @@ class BenchConfig:
     command: str = ""
 
 
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def prepare_export(config: BenchConfig) -> Path:
     """Export the model into OUT/export once; a verified export of the same source is reused."""
     from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
@@ -88,7 +97,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "useful_gflop": flops / 1e9,
         "model_mb": model_bytes(export_dir) / 2**20,
         "baseline": reference["implementation"],
-        "host": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, Python {sys.version.split()[0]}".strip(),
+        "host": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "command": config.command,
     }
     (config.out / "bench.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
