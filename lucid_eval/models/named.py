@@ -24,21 +24,22 @@ def resolve_checkpoint(model: str | Path, cache_dir: str | Path) -> Path:
 
 
 def _bert_base_random(path: Path) -> Path:
-    """bert-base shape (vocab 30522) with random weights, seed 0. Its vocabulary is the demo
-    tokenizer's, filled up with [unusedN] entries, so corpus token counts stay realistic."""
+    """bert-base shape (vocab 30522) with random weights, seed 0, and a WordPiece vocabulary learnt
+    from the built-in corpus's training documents (filled up with [unusedN] entries to 30522), so
+    token counts of English text stay realistic. Built once; deterministic."""
     if (path / "model.safetensors").exists():
         return path
     import torch
 
+    from lucid_eval.data.corpus import builtin_documents, split_documents
     from lucid_eval.models.config import BERTConfig
     from lucid_eval.models.model import BERTForPreTraining
     from lucid_eval.models.tokenizer import BERTTokenizerFast
 
     config = BERTConfig.base()
-    vocab = sorted(
-        BERTTokenizerFast.from_pretrained(resolve_checkpoint("demo", path.parent)).get_vocab().items(),
-        key=lambda kv: kv[1],
-    )
+    train, _ = split_documents(builtin_documents())
+    learnt = BERTTokenizerFast.train([" ".join(d.sentences) for d in train], vocab_size=config.vocab_size)
+    vocab = sorted(learnt.get_vocab().items(), key=lambda kv: kv[1])
     tokens = [t for t, _ in vocab] + [f"[unused{i}]" for i in range(config.vocab_size - len(vocab))]
     torch.manual_seed(0)
     model = BERTForPreTraining(config)
