@@ -37,14 +37,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def token_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int, reduction: Reduction) -> Tensor:
-    """Cross-entropy over labelled tokens. 'mean' is 0 (not NaN) when no token is labelled;
-    None gives one loss per example: the mean over that example's labelled tokens."""
-    B = labels.shape[0]
-    per_token = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=ignore_index, reduction="none"
-    ).view(B, -1)  # (B, T); 0 at ignored positions
-    valid = (labels != ignore_index).view(B, -1)
+def reduce_token_losses(per_token: Tensor, valid: Tensor, reduction: Reduction) -> Tensor:
+    """Reduce (B, T) token losses (0 where `valid` is False). 'mean' is over labelled tokens, and 0
+    (not NaN) when none is; None gives one loss per example: the mean over its labelled tokens."""
     if reduction == "sum":
         return per_token.sum()
     if reduction == "mean":
@@ -128,8 +123,19 @@ class BERTForPreTraining(nn.Module):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
     ) -> Tensor:
-        scores, _ = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        return token_cross_entropy(scores, mlm_labels, ignore_index, reduction)
+        sequence_output, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return self._mlm_loss(sequence_output, mlm_labels, ignore_index, reduction)
+
+    def _mlm_loss(self, sequence_output: Tensor, mlm_labels: Tensor, ignore_index: int, reduction: Reduction) -> Tensor:
+        """MLM loss from the encoder output, with the vocabulary head run on labelled positions only:
+        the same value as scoring every position, without the (B, T, V) logits that dominate the
+        cost of training a small model (about 15 % of positions carry a label)."""
+        labels = mlm_labels.reshape(sequence_output.shape[:2])  # (B, T)
+        valid = labels != ignore_index
+        logits = self.cls.predictions(sequence_output[valid])  # (N, V)
+        losses = F.cross_entropy(logits.float(), labels[valid], reduction="none")  # (N,)
+        per_token = torch.zeros(labels.shape, dtype=losses.dtype, device=losses.device).masked_scatter(valid, losses)
+        return reduce_token_losses(per_token, valid, reduction)
 
     def get_nsp_loss(
         self,
@@ -161,8 +167,11 @@ class BERTForPreTraining(nn.Module):
         reduction: Reduction = "mean",
     ) -> Tensor:
         """mlm_weight * MLM loss + nsp_weight * NSP loss; reduction=None gives one loss per example (B,)."""
-        scores, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        mlm = token_cross_entropy(scores, mlm_labels, ignore_index, reduction)
+        sequence_output, pooled_output = self.bert(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
+        )
+        mlm = self._mlm_loss(sequence_output, mlm_labels, ignore_index, reduction)
+        nsp_scores = self.cls.seq_relationship(pooled_output)  # (B, 2)
         nsp = F.cross_entropy(nsp_scores.float(), nsp_labels.reshape(-1), reduction=reduction or "none")
         return mlm_weight * mlm + nsp_weight * nsp
 

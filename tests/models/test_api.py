@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lucid_eval.models as models
 from lucid_eval import BERTForPreTraining
@@ -110,6 +111,22 @@ def test_nsp_loss_and_combined_weighted_loss(tiny_model, batch):
     torch.testing.assert_close(total, 0.3 * mlm + 2.0 * nsp_loss)
     assert per.shape == (2,) and nsp_per.shape == (2,)
     torch.testing.assert_close(per.mean(), mlm + nsp_loss)  # one masked token each: means agree
+
+
+def test_loss_gradients_match_scoring_every_position(tiny_model, batch):
+    """get_loss runs the vocabulary head on labelled positions only; training must see the same gradients."""
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    labels = torch.full_like(ids, -100)
+    labels[0, 1:3], labels[1, 2] = ids[0, 1:3], ids[1, 2]
+    nsp = torch.tensor([0, 1])
+    tiny_model.get_loss(labels, nsp, ids, mask, types).backward()
+    fast = {n: p.grad.clone() for n, p in tiny_model.named_parameters()}
+    tiny_model.zero_grad()
+    scores, nsp_scores = tiny_model(ids, mask, types)
+    full = F.cross_entropy(scores.flatten(0, 1), labels.flatten()) + F.cross_entropy(nsp_scores, nsp)
+    full.backward()
+    for name, param in tiny_model.named_parameters():
+        torch.testing.assert_close(fast[name], param.grad, msg=name)
 
 
 def test_predictions_and_accuracies(tiny_model, batch):
