@@ -124,10 +124,19 @@ def fuse(
     return {"operators": stats, "expected_minimum": expected}
 
 
+INT8_OP_TYPES = ("MatMul", "Attention")
+
+
 def quantize_int8(
-    src: Path, dst: Path, vocab_size: int, per_channel: bool = True, reduce_range: bool = False
+    src: Path,
+    dst: Path,
+    vocab_size: int,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    op_types: tuple[str, ...] = INT8_OP_TYPES,
 ) -> dict[str, Any]:
-    """Dynamic int8 quantization of the encoder's MatMuls for the CPU execution provider.
+    """Dynamic int8 quantization of the encoder's MatMuls (and fused Attention's QKV projection)
+    for the CPU execution provider.
 
     The MLM decoder (hidden x vocab) stays fp32: it runs only at masked positions after the gather,
     so quantizing it saves little time and costs prediction accuracy."""
@@ -143,7 +152,7 @@ def quantize_int8(
             per_channel=per_channel,
             reduce_range=reduce_range,
             nodes_to_exclude=exclude,
-            op_types_to_quantize=["MatMul", "Attention"],  # embeddings and LayerNorms stay fp32
+            op_types_to_quantize=list(op_types),  # embeddings and LayerNorms stay fp32
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
@@ -154,7 +163,7 @@ def quantize_int8(
         "activations": "uint8, dynamic per-tensor",
         "per_channel": per_channel,
         "reduce_range": reduce_range,
-        "op_types": ["MatMul", "Attention"],
+        "op_types": list(op_types),
         "excluded_nodes": exclude,
     }
 
