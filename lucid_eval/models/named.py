@@ -35,10 +35,11 @@ def _bert_base_random(path: Path) -> Path:
     from lucid_eval.models.config import BERTConfig
     from lucid_eval.models.model import BERTForPreTraining
     from lucid_eval.models.tokenizer import BERTTokenizerFast
+    from lucid_eval.train.wordpiece import train_wordpiece
 
     config = BERTConfig.base()
     train, _ = split_documents(builtin_documents())
-    learnt = BERTTokenizerFast.train([" ".join(d.sentences) for d in train], vocab_size=config.vocab_size)
+    learnt = train_wordpiece([" ".join(d.sentences) for d in train], vocab_size=config.vocab_size)
     vocab = sorted(learnt.get_vocab().items(), key=lambda kv: kv[1])
     tokens = [t for t, _ in vocab] + [f"[unused{i}]" for i in range(config.vocab_size - len(vocab))]
     torch.manual_seed(0)
