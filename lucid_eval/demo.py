@@ -7,6 +7,7 @@ into a cache folder, every runtime this machine can run, and the full report.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -53,6 +54,26 @@ def _export(checkpoint: Path, cache: Path, with_fp16: bool, echo) -> Path:
     return path
 
 
+def _heldout_mismatch(checkpoint: Path, pairs_meta: Path) -> str | None:
+    """Why the held-out documents may not be the ones `checkpoint` was trained without, if so.
+
+    The split is by document name, so held-out documents stay held out on any Python version;
+    their text (and the training documents') still changes with the standard library's."""
+    log_path = checkpoint / "training_log.json"
+    if not log_path.exists():
+        return None
+    trained = json.loads(log_path.read_text(encoding="utf-8"))["corpus"]
+    if trained.get("source") != "builtin":
+        return None
+    built = json.loads(pairs_meta.read_text(encoding="utf-8"))
+    if built["corpus_fingerprint"] == trained["heldout"]["fingerprint"]:
+        return None
+    return (
+        f"the held-out text read from Python {built['python_version']} differs from the text the model was "
+        f"evaluated on in training (Python {trained['python_version']}); its numbers will differ from the README's"
+    )
+
+
 def run_demo(config: DemoConfig, echo=print) -> RunResult:
     from lucid_eval.data.corpus import write_heldout_pairs
     from lucid_eval.export import ExportBundle
@@ -60,11 +81,15 @@ def run_demo(config: DemoConfig, echo=print) -> RunResult:
     from lucid_eval.runtimes import runtime_status
 
     config.cache.mkdir(parents=True, exist_ok=True)
-    corpus = config.cache / f"heldout-pairs-{config.n_pairs}-seed{config.seed}.tsv"
-    if not corpus.exists():
-        echo(f"building {config.n_pairs} held-out pairs from the built-in corpus ...")
-        write_heldout_pairs(corpus, n_pairs=config.n_pairs, seed=config.seed)
+    config.out.mkdir(parents=True, exist_ok=True)
+    # Built every run (seconds), never cached: the text depends on this Python install and this
+    # version of the corpus reader, and the pairs beside the report show what was scored.
+    corpus = config.out / "heldout-pairs.tsv"
+    echo(f"building up to {config.n_pairs} held-out pairs from the built-in corpus ...")
+    write_heldout_pairs(corpus, n_pairs=config.n_pairs, seed=config.seed)
     checkpoint = resolve_checkpoint(config.model, config.cache)
+    if warning := _heldout_mismatch(checkpoint, Path(f"{corpus}.json")):
+        echo(f"warning: {warning}")
     status = runtime_status()
     usable = {s.name for s, ok, _ in status if ok}
     bundle = ExportBundle.load(_export(checkpoint, config.cache, "ort-cuda-fp16" in usable, echo))

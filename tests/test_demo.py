@@ -20,3 +20,19 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     assert metrics.loc["torch-cpu", "mlm_accuracy"] > 0.1, "a pretrained model, not random weights"
     again = CliRunner().invoke(main, ["demo", "--out", str(out), "--n-pairs", "120"])
     assert again.exit_code == 0 and "exporting" not in again.output, "the export is cached"
+
+
+def test_heldout_mismatch_is_reported(tmp_path):
+    import json
+
+    from lucid_eval.demo import _heldout_mismatch
+
+    corpus = {"source": "builtin", "python_version": "3.11.7", "heldout": {"fingerprint": "abc"}}
+    (tmp_path / "training_log.json").write_text(json.dumps({"corpus": corpus}))
+    meta = tmp_path / "pairs.tsv.json"
+    meta.write_text(json.dumps({"corpus_fingerprint": "abc", "python_version": "3.11.7"}))
+    assert _heldout_mismatch(tmp_path, meta) is None
+    meta.write_text(json.dumps({"corpus_fingerprint": "def", "python_version": "3.12.1"}))
+    assert "Python 3.12.1" in _heldout_mismatch(tmp_path, meta)
+    (tmp_path / "training_log.json").unlink()
+    assert _heldout_mismatch(tmp_path, meta) is None
