@@ -4,10 +4,14 @@ Two sources, both part of CPython itself (PSF licence, nothing downloaded or ven
 
 * `pydoc_data.topics`: the language-reference topics behind `help("if")`, one document each.
 * The pure-Python standard library under `sysconfig.get_paths()["stdlib"]`, read as source
-  (never imported): one document per module, class or function docstring (via `ast`) and one per
-  block of consecutive comment lines (via `tokenize`). Packages that Linux distributions ship
-  separately (test, idlelib, tkinter, lib2to3, distutils, ensurepip, ...) are skipped, so every
-  install of one Python version has the same text.
+  (never imported): one document per module, its docstrings (module, classes, functions; via
+  `ast`) and comment blocks (via `tokenize`) in source order, like the sections of an article.
+  Packages that Linux distributions ship separately (the test suites, idlelib, tkinter, lib2to3,
+  distutils, ensurepip, ...) are skipped, so every install of one Python version has the same text.
+
+A module, not a docstring, is the document because that is what BERT's next-sentence task needs:
+a random "other document" sentence should come from another topic, and a module's docstrings
+split across train and held-out would leak near-copies (overloads, sibling methods).
 
 Only prose is kept: code examples, doctests, commented-out code, grammar rules, tables, argument
 lists and headings are dropped, and sentences must be mostly words. Text repeated elsewhere (a
@@ -45,6 +49,7 @@ SKIPPED_TOP_LEVEL = frozenset(
     "site-packages test idlelib tkinter turtledemo turtle.py lib2to3 distutils ensurepip venv "
     "pydoc_data encodings __pycache__ lib-dynload".split()
 )
+TEST_DIRS = frozenset({"test", "tests", "idle_test"})  # nested test suites (ctypes/test, ...) go with `test`
 _WORD = re.compile(r"^[(\"'“‘]?[A-Za-z][A-Za-z'’-]*[)\"'”’,.;:!?]*$")
 _UNDERLINE = re.compile(r"^\s*([*=\-~^\"#+])\1{2,}\s*$")
 _BULLET = re.compile(r"^\s*(?:[*\-•]|\d+[.)])\s+")
@@ -52,15 +57,10 @@ _BULLET = re.compile(r"^\s*(?:[*\-•]|\d+[.)])\s+")
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One document: `name` is `source/path:qualname` (`group` is the part before the first ':')."""
+    """One document: a unique name (`topics/<key>`, `stdlib/<path>.py`) and its sentences in order."""
 
     name: str
     sentences: list[str]
-
-    @property
-    def group(self) -> str:
-        """Documents of one group (a module's docstrings, or one topic) stay on one side of a split."""
-        return self.name.split(":", 1)[0]
 
 
 def python_version() -> str:
@@ -114,22 +114,10 @@ def prose_sentences(text: str) -> list[str]:
     return sentences
 
 
-def _docstrings(tree: ast.Module) -> list[tuple[str, str]]:
-    """(qualname, docstring) of the module, its classes and functions, in source order."""
-    found: list[tuple[str, str]] = []
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                qualname = f"{prefix}{child.name}"
-                if doc := ast.get_docstring(child):
-                    found.append((qualname, doc))
-                visit(child, f"{qualname}.")
-
-    if doc := ast.get_docstring(tree):
-        found.append(("", doc))
-    visit(tree, "")
-    return found
+def _docstrings(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, docstring) of the module, its classes and functions."""
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef))]
+    return [(node.body[0].lineno, doc) for node in nodes if (doc := ast.get_docstring(node))]
 
 
 def _comment_blocks(source: bytes) -> list[tuple[int, str]]:
@@ -154,8 +142,18 @@ def _comment_blocks(source: bytes) -> list[tuple[int, str]]:
 
 
 def _stdlib_files(root: Path) -> list[Path]:
-    files = (p for p in root.rglob("*.py") if p.relative_to(root).parts[0] not in SKIPPED_TOP_LEVEL)
-    return sorted((p for p in files if not p.name.startswith("_sysconfigdata")), key=lambda p: p.relative_to(root).as_posix())
+    """The modules read, sorted: no skipped package, no test directory, no build-specific file."""
+    files = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        if (
+            parts[0] in SKIPPED_TOP_LEVEL
+            or TEST_DIRS.intersection(parts[:-1])
+            or path.name.startswith("_sysconfigdata")
+        ):
+            continue
+        files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def _topic_documents() -> list[tuple[str, list[str]]]:
@@ -166,18 +164,17 @@ def _topic_documents() -> list[tuple[str, list[str]]]:
 
 
 def _stdlib_documents() -> list[tuple[str, list[str]]]:
+    """One document per module: the prose of its docstrings and comment blocks in source order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     documents: list[tuple[str, list[str]]] = []
     for path in _stdlib_files(root):
         source = path.read_bytes()
         try:
-            tree = ast.parse(source, filename=str(path))
-            comments = _comment_blocks(source)
+            texts = sorted(_docstrings(ast.parse(source, filename=str(path))) + _comment_blocks(source))
         except (SyntaxError, ValueError, tokenize.TokenError):  # a file for another Python version
             continue
-        module = path.relative_to(root).as_posix()
-        documents.extend((f"stdlib/{module}:{qualname}", prose_sentences(doc)) for qualname, doc in _docstrings(tree))
-        documents.extend((f"stdlib/{module}:#L{line}", prose_sentences(text)) for line, text in comments)
+        sentences = [sentence for _, text in texts for sentence in prose_sentences(text)]
+        documents.append((f"stdlib/{path.relative_to(root).as_posix()}", sentences))
     return documents
 
 
@@ -195,16 +192,7 @@ def _builtin_documents() -> tuple[Document, ...]:
         claimed.update(sentences)
         if len(fresh) >= MIN_SENTENCES and 2 * len(fresh) >= len(sentences):
             kept[index] = fresh
-    documents: list[Document] = []
-    names: set[str] = set()
-    for index in sorted(kept):
-        name, n = raw[index][0], 1
-        while name in names:  # e.g. a property's getter and setter
-            n += 1
-            name = f"{raw[index][0]}#{n}"
-        names.add(name)
-        documents.append(Document(name, kept[index]))
-    return tuple(documents)
+    return tuple(Document(raw[index][0], kept[index]) for index in sorted(kept))
 
 
 def builtin_documents() -> list[Document]:
@@ -217,15 +205,13 @@ def _unit_interval(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
-def split_documents(
-    documents: list[Document], heldout_fraction: float = 0.1
-) -> tuple[list[Document], list[Document]]:
-    """(train, heldout): a document is held out when the stable hash of its group falls below
-    `heldout_fraction`, so a module's sibling docstrings never straddle the split. Order is kept."""
+def split_documents(documents: list[Document], heldout_fraction: float = 0.1) -> tuple[list[Document], list[Document]]:
+    """(train, heldout): a document is held out when the stable hash of its name falls below
+    `heldout_fraction`; independent of the other documents, and order is kept."""
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-    heldout = [d for d in documents if _unit_interval(d.group) < heldout_fraction]
-    train = [d for d in documents if _unit_interval(d.group) >= heldout_fraction]
+    heldout = [d for d in documents if _unit_interval(d.name) < heldout_fraction]
+    train = [d for d in documents if _unit_interval(d.name) >= heldout_fraction]
     return train, heldout
 
 
