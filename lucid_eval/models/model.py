@@ -148,7 +148,12 @@ class BERTForPreTraining(nn.Module):
         *,
         reduction: Reduction = "mean",
     ) -> Tensor:
-        _, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        _, pooled_output = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        return self._nsp_loss(pooled_output, nsp_labels, reduction)
+
+    def _nsp_loss(self, pooled_output: Tensor, nsp_labels: Tensor, reduction: Reduction) -> Tensor:
+        """NSP loss from the pooled output: the vocabulary head is not needed for it."""
+        nsp_scores = self.cls.seq_relationship(pooled_output)  # (B, 2)
         return F.cross_entropy(nsp_scores.float(), nsp_labels.reshape(-1), reduction=reduction or "none")
 
     def get_loss(
@@ -171,8 +176,7 @@ class BERTForPreTraining(nn.Module):
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
         )
         mlm = self._mlm_loss(sequence_output, mlm_labels, ignore_index, reduction)
-        nsp_scores = self.cls.seq_relationship(pooled_output)  # (B, 2)
-        nsp = F.cross_entropy(nsp_scores.float(), nsp_labels.reshape(-1), reduction=reduction or "none")
+        nsp = self._nsp_loss(pooled_output, nsp_labels, reduction)
         return mlm_weight * mlm + nsp_weight * nsp
 
     def get_loss_from_text(
