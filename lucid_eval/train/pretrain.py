@@ -63,6 +63,7 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     nsp_weight: float = 1.0  # loss = MLM + nsp_weight * NSP
     single_sentence_prob: float = 0.3  # pairs of one sentence each, the shape of the evaluation pairs
+    segment_tokens: int = 128  # token budget of a multi-sentence chunk; a pair may still fill max_length
     short_seq_prob: float = 0.1  # BERT's: a random shorter token budget now and then
     heldout_fraction: float = 0.1
     eval_every: int = 250
@@ -138,10 +139,11 @@ def _document_examples(
     sentences up to the token budget, split each into A and B; B is the true continuation (label
     0) or, by a fair coin, sentences from another document (label 1, unused A sentences reused)."""
     budget = config.max_length - 3
+    chunk = min(config.segment_tokens, config.max_length) - 3
     doc, examples, i = docs[d], [], 0
     while i < len(doc) - 1:
         single = rng.random() < config.single_sentence_prob
-        target = rng.randint(8, budget) if rng.random() < config.short_seq_prob else budget
+        target = rng.randint(8, chunk) if rng.random() < config.short_seq_prob else chunk
         j, length = i + 2, len(doc[i]) + len(doc[i + 1])  # a chunk holds two sentences at least
         while not single and j < len(doc) and length + len(doc[j]) <= target:
             length += len(doc[j])

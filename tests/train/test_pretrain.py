@@ -122,6 +122,19 @@ def test_training_pairs_fit_the_budget_and_balance_labels():
     assert 0.4 < sum(same_doc) / len(examples) < 0.6
 
 
+def test_segment_tokens_shortens_chunks_but_pairs_may_fill_max_length():
+    rng = random.Random(0)
+    docs = [[[d * 100 + s] * rng.randint(3, 30) for s in range(rng.randint(2, 12))] for d in range(50)]
+
+    def lengths(config: PretrainConfig) -> list[int]:
+        rng = random.Random(1)
+        return [len(e.a) + len(e.b) for d in range(len(docs)) for e in _document_examples(docs, d, rng, config)]
+
+    full, short = lengths(PretrainConfig(max_length=64)), lengths(PretrainConfig(max_length=64, segment_tokens=32))
+    assert sum(short) / len(short) < 0.8 * sum(full) / len(full)
+    assert max(short) <= 61 and max(short) > 29  # two long sentences still use every position
+
+
 def test_wordpiece_training_is_deterministic(documents):
     texts = [" ".join(d.sentences) for d in documents[:20]]
     first, second = train_wordpiece(texts, 600), train_wordpiece(texts, 600)
