@@ -48,13 +48,13 @@ class PretrainConfig:
     """Model shape, data construction and optimisation of one pretraining run."""
 
     vocab_size: int = 8000
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
-    intermediate_size: int = 768
+    intermediate_size: int = 512
     dropout: float = 0.1
     max_length: int = 128  # also the model's max_position_embeddings: only trained positions exist
-    steps: int = 3400
+    steps: int = 6400
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 300
@@ -63,10 +63,10 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     nsp_weight: float = 1.0  # loss = MLM + nsp_weight * NSP
     single_sentence_prob: float = 0.3  # pairs of one sentence each, the shape of the evaluation pairs
-    segment_tokens: int = 128  # token budget of a multi-sentence chunk; a pair may still fill max_length
+    segment_tokens: int = 64  # token budget of a multi-sentence chunk; a pair may still fill max_length
     short_seq_prob: float = 0.1  # BERT's: a random shorter token budget now and then
     heldout_fraction: float = 0.1
-    eval_every: int = 250
+    eval_every: int = 400
     eval_pairs: int = 1000
     eval_batch_size: int = 64
     eval_seed: int = 0  # held-out pairs and their masks; as `write_heldout_pairs(seed=0)` builds them
