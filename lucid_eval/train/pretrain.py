@@ -136,7 +136,7 @@ def _document_examples(
     docs: list[list[list[int]]], d: int, rng: random.Random, config: PretrainConfig
 ) -> list[_Example]:
     """BERT's `create_instances_from_document`: walk document `d`, cutting chunks of consecutive
-    sentences up to the token budget, split each into A and B; B is the true continuation (label
+    sentences up to `segment_tokens`, split each into A and B; B is the true continuation (label
     0) or, by a fair coin, sentences from another document (label 1, unused A sentences reused)."""
     budget = config.max_length - 3
     chunk = min(config.segment_tokens, config.max_length) - 3

@@ -111,9 +111,14 @@ def test_heldout_pairs_file_reads_back(tmp_path):
     assert (tmp_path / "again.tsv").read_text() == out.read_text()
 
 
+def _toy_documents(rng: random.Random, longest_sentence: int) -> list[list[list[int]]]:
+    """50 token-id documents; every token of sentence s of document d is d * 100 + s."""
+    return [[[d * 100 + s] * rng.randint(3, longest_sentence) for s in range(rng.randint(2, 12))] for d in range(50)]
+
+
 def test_training_pairs_fit_the_budget_and_balance_labels():
     rng = random.Random(0)
-    docs = [[[d * 100 + s] * rng.randint(3, 40) for s in range(rng.randint(2, 12))] for d in range(50)]
+    docs = _toy_documents(rng, longest_sentence=40)
     config = PretrainConfig(max_length=64)
     examples = [e for d in range(len(docs)) for e in _document_examples(docs, d, rng, config)]
     assert all(len(e.a) + len(e.b) <= config.max_length - 3 and e.a and e.b for e in examples)
@@ -123,8 +128,7 @@ def test_training_pairs_fit_the_budget_and_balance_labels():
 
 
 def test_segment_tokens_shortens_chunks_but_pairs_may_fill_max_length():
-    rng = random.Random(0)
-    docs = [[[d * 100 + s] * rng.randint(3, 30) for s in range(rng.randint(2, 12))] for d in range(50)]
+    docs = _toy_documents(random.Random(0), longest_sentence=30)
 
     def lengths(config: PretrainConfig) -> list[int]:
         rng = random.Random(1)
