@@ -7,7 +7,7 @@ BERT's recipe: segment pairs of several consecutive sentences up to a token budg
 sentences, the shape of the evaluation pairs), half followed by their true continuation and half by
 text from another document, fresh pairs and masks every epoch, the model's own `get_loss` (whose
 vocabulary head runs on masked positions only, which halves the step time of this small model),
-AdamW with linear warm-up and linear decay, gradient clipping. Held-out numbers are
+AdamW (fused) with linear warm-up and linear decay, gradient clipping. Held-out numbers are
 measured on the pairs `build_pairs` makes from the held-out documents, i.e. what `lucid-eval` scores.
 """
 
@@ -53,12 +53,13 @@ class PretrainConfig:
     num_attention_heads: int = 4
     intermediate_size: int = 512
     dropout: float = 0.1
+    attention_dropout: float = 0.0  # 0 lets SDPA use its fused kernel: attention ~40% faster
     max_length: int = 128  # also the model's max_position_embeddings: only trained positions exist
-    steps: int = 6400
+    steps: int = 9000
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 300
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     max_grad_norm: float = 1.0
     mlm_probability: float = 0.15
     nsp_weight: float = 1.0  # loss = MLM + nsp_weight * NSP
@@ -94,7 +95,7 @@ class PretrainConfig:
             num_attention_heads=self.num_attention_heads,
             intermediate_size=self.intermediate_size,
             hidden_dropout_prob=self.dropout,
-            attention_probs_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.attention_dropout,
             max_position_embeddings=self.max_length,
         )
 
@@ -274,7 +275,7 @@ def _optimizer(model: BERTForPreTraining, config: PretrainConfig):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
