@@ -53,6 +53,7 @@ class BERTScorer(nn.Module):
         masked_lm_weights: Tensor,
         next_sentence_labels: Tensor,
     ) -> tuple[Tensor, ...]:
+        """The SCORING_OUTPUTS, in that order (ONNX export names outputs by position)."""
         hidden, pooled = self.model.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C), (B, C)
         index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # (B, P, C)
         gathered = torch.gather(hidden, 1, index)  # (B, P, C)
@@ -68,4 +69,13 @@ class BERTScorer(nn.Module):
         nsp_logits = self.model.cls.seq_relationship(pooled).float()  # (B, 2)
         nsp_target = torch.gather(nsp_logits, -1, next_sentence_labels.unsqueeze(-1)).squeeze(-1)
         nsp_loss = torch.logsumexp(nsp_logits, -1) - nsp_target
-        return mlm_loss_sum, mlm_correct, mlm_count, nsp_loss, nsp_logits, predictions, logits32
+        outputs = {
+            "mlm_loss_sum": mlm_loss_sum,
+            "mlm_correct": mlm_correct,
+            "mlm_count": mlm_count,
+            "nsp_loss": nsp_loss,
+            "nsp_logits": nsp_logits,
+            "mlm_predictions": predictions,
+            "mlm_logits": logits32,
+        }
+        return tuple(outputs[name] for name in SCORING_OUTPUTS)  # the graph's output order, by name

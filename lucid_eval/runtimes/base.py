@@ -7,9 +7,12 @@ anything; comparison lives in the harness, which never imports a backend.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+from lucid_eval.models.scoring import SCORING_OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class Batch:
 
 @dataclass(frozen=True)
 class ScoreOutputs:
-    """Per-example results of one batch, as numpy arrays on the host."""
+    """Per-example results of one batch, as numpy arrays on the host. Built by name (`from_named`):
+    its fields are SCORING_OUTPUTS, the one list the graph builder, every runtime and the dummy use."""
 
     mlm_loss_sum: np.ndarray  # (B,) float32
     mlm_correct: np.ndarray  # (B,) float32
@@ -43,6 +47,22 @@ class ScoreOutputs:
     nsp_logits: np.ndarray  # (B, 2) float32
     mlm_predictions: np.ndarray  # (B, P) int64
     mlm_logits: np.ndarray  # (B, P, V) float32
+
+    def __post_init__(self) -> None:
+        b, p = self.mlm_predictions.shape
+        shapes = {"mlm_loss_sum": (b,), "mlm_correct": (b,), "mlm_count": (b,), "nsp_loss": (b,), "nsp_logits": (b, 2)}
+        for name, shape in shapes.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"output {name} has shape {getattr(self, name).shape}, expected {shape}")
+        if self.mlm_logits.shape[:2] != (b, p):
+            raise ValueError(f"output mlm_logits has shape {self.mlm_logits.shape}, expected ({b}, {p}, V)")
+
+    @classmethod
+    def from_named(cls, outputs: Mapping[str, np.ndarray]) -> ScoreOutputs:
+        """From a name -> array mapping holding exactly SCORING_OUTPUTS."""
+        if set(outputs) != set(SCORING_OUTPUTS):
+            raise ValueError(f"scoring outputs {sorted(outputs)} != the contract {list(SCORING_OUTPUTS)}")
+        return cls(**{name: np.asarray(outputs[name]) for name in SCORING_OUTPUTS})
 
 
 @dataclass
@@ -55,7 +75,8 @@ class RuntimeInfo:
     providers: list[str] = field(default_factory=list)  # active providers, or e.g. ["torch:cpu"]
     threads: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # e.g. a recorded fallback, TF32 setting, IO binding
+    notes: list[str] = field(default_factory=list)  # e.g. TF32 setting, IO binding
+    fallback: str = ""  # why it runs somewhere other than requested (--allow-fallback); empty when it does not
 
 
 class RuntimeUnavailable(RuntimeError):

@@ -49,22 +49,22 @@ class OrtRuntime(Runtime):
             raise RuntimeError(f"{self.name} is not open")
         session = self._result.session
         if not self._io_binding:
-            return ScoreOutputs(*session.run(list(SCORING_OUTPUTS), batch.inputs()))
+            arrays = session.run(list(SCORING_OUTPUTS), batch.inputs())  # in the order asked for
+            return ScoreOutputs.from_named(dict(zip(SCORING_OUTPUTS, arrays, strict=True)))
         binding = session.io_binding()
         for name, array in batch.inputs().items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         for name in SCORING_OUTPUTS:
             binding.bind_output(name, "cuda")
         session.run_with_iobinding(binding)
-        return ScoreOutputs(*binding.copy_outputs_to_cpu())
+        arrays = binding.copy_outputs_to_cpu()  # in the order the outputs were bound
+        return ScoreOutputs.from_named(dict(zip(SCORING_OUTPUTS, arrays, strict=True)))
 
     def info(self) -> RuntimeInfo:
         result = self._result
         notes = []
         if result is not None:
             notes.append(f"session options: {result.options}")
-            if result.fallback:
-                notes.append(f"FALLBACK: {result.fallback}")
             if self._io_binding:
                 notes.append("IO binding: inputs bound from host, outputs on cuda then copied")
         return RuntimeInfo(
@@ -75,6 +75,7 @@ class OrtRuntime(Runtime):
             threads=int(result.options["intra_op_num_threads"]) if result else self.threads,
             versions={"onnxruntime": ort.__version__},
             notes=notes,
+            fallback=result.fallback or "" if result else "",
         )
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from lucid_eval.models.model import BERTForPreTraining
-from lucid_eval.models.scoring import SCORING_INPUTS, BERTScorer
+from lucid_eval.models.scoring import SCORING_INPUTS, SCORING_OUTPUTS, BERTScorer
 from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, RuntimeUnavailable, ScoreOutputs
 
 
@@ -43,7 +43,7 @@ class TorchRuntime(Runtime):
                 *(torch.from_numpy(inputs[k]).to(self.device, non_blocking=True) for k in SCORING_INPUTS)
             )
         arrays = [t.cpu().numpy() for t in out]  # synchronises a CUDA stream, so timing is honest
-        return ScoreOutputs(*arrays)
+        return ScoreOutputs.from_named(dict(zip(SCORING_OUTPUTS, arrays, strict=True)))
 
     def info(self) -> RuntimeInfo:
         return RuntimeInfo(

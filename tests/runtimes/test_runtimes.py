@@ -71,7 +71,7 @@ def test_ort_cuda_without_working_provider_is_a_clear_error_not_a_cpu_session(bu
         create_runtime("ort-cuda", bundle).open()
     _, info = outputs("ort-cuda", bundle, batches[:1], allow_fallback=True)
     assert info.providers == ["CPUExecutionProvider"]
-    assert any(note.startswith("FALLBACK:") for note in info.notes)
+    assert info.fallback.startswith("CUDAExecutionProvider was requested")
 
 
 def test_runtime_status_says_why(bundle):
@@ -114,3 +114,50 @@ def test_cuda_fp16_agreement(bundle, batches):
     )
     assert agree.mean() >= 0.99
     assert all(np.isfinite(g.mlm_loss_sum).all() for g in got)
+
+
+# ---- the result contract: outputs by name, one list of names everywhere -----------------------------
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(-1, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(-1, keepdims=True)))[..., 0]
+
+
+def assert_scoring_semantics(batch: Batch, out) -> None:
+    """What each output means; two outputs swapped or renamed anywhere break at least one line."""
+    w = batch.masked_lm_weights.astype(np.float64)
+    logits = out.mlm_logits.astype(np.float64)
+    np.testing.assert_array_equal(out.mlm_count, w.sum(-1))
+    valid = w > 0
+    np.testing.assert_array_equal(out.mlm_predictions[valid], logits.argmax(-1)[valid])
+    np.testing.assert_array_equal(out.mlm_correct, ((out.mlm_predictions == batch.masked_lm_ids) * w).sum(-1))
+    target = np.take_along_axis(logits, batch.masked_lm_ids[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.mlm_loss_sum, ((_logsumexp(logits) - target) * w).sum(-1), rtol=1e-4, atol=1e-4)
+    nsp = out.nsp_logits.astype(np.float64)
+    nsp_target = np.take_along_axis(nsp, batch.next_sentence_labels[:, None], -1)[:, 0]
+    np.testing.assert_allclose(out.nsp_loss, _logsumexp(nsp) - nsp_target, rtol=1e-4, atol=1e-5)
+
+
+def test_scoring_outputs_are_one_named_contract(bundle, batches):
+    import dataclasses
+
+    import onnx
+
+    from lucid_eval.models.scoring import SCORING_OUTPUTS
+    from lucid_eval.runtimes import ScoreOutputs
+    from lucid_eval.runtimes.dummy import DummyRuntime
+
+    assert tuple(f.name for f in dataclasses.fields(ScoreOutputs)) == SCORING_OUTPUTS
+    for variant in bundle.variants:
+        graph = onnx.load(bundle.graph(variant, "scoring"), load_external_data=False)
+        assert tuple(o.name for o in graph.graph.output) == SCORING_OUTPUTS, variant
+    for name in ("torch-cpu", "ort-cpu", "ort-cpu-plain", "ort-cpu-int8"):
+        got, _ = outputs(name, bundle, batches)
+        for batch, out in zip(batches, got, strict=True):
+            assert_scoring_semantics(batch, out)
+    with DummyRuntime("dummy", bundle.config.vocab_size) as dummy:
+        assert_scoring_semantics(batches[0], dummy.run(batches[0]))
+    sample = dataclasses.asdict(got[0])
+    with pytest.raises(ValueError, match="scoring outputs"):
+        ScoreOutputs.from_named({k: v for k, v in sample.items() if k != "nsp_loss"})
+    with pytest.raises(ValueError, match="output mlm_count has shape"):
+        ScoreOutputs.from_named({**sample, "mlm_count": sample["nsp_logits"]})
