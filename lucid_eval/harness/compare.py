@@ -3,7 +3,7 @@
 Metrics are token-weighted over the examples a runtime scored without failing. Comparisons use
 only examples the reference scored; an example a runtime failed on counts as a disagreement in
 its agreement shares (NaN output is not the same prediction), but never enters loss or logit
-statistics. Agreement is judged on decisive reference predictions (tolerances.py margin).
+statistics. Every verdict comes from lucid_eval.verdict.judge.
 """
 
 from __future__ import annotations
@@ -22,10 +22,18 @@ from lucid_eval.reports.tables import (
     METRICS_SCHEMA,
     coerce_table,
     empty_table,
-    judge_comparison,
 )
 from lucid_eval.runtimes.base import RuntimeInfo
-from lucid_eval.tolerances import decisive, tolerance_for
+from lucid_eval.tolerances import Tolerance, Tolerances, decisive, tolerance_for
+from lucid_eval.verdict import (
+    Agreement,
+    Evidence,
+    PairedDifference,
+    Verdict,
+    describe_difference,
+    judge,
+    paired_difference,
+)
 
 Z_95 = 1.959963984540054
 TASK_WEIGHTS = {"mlm": 1.0, "nsp": 1.0}
@@ -96,32 +104,44 @@ def metrics_table(scores: Scores, infos: dict[str, RuntimeInfo], has_labels: boo
                 "runtime": name,
                 **_runtime_metrics(scores.shared, r, has_labels),
                 "providers": ", ".join(info.providers),
+                "fallback": info.fallback or "",
                 "threads": info.threads,
                 "precision": info.precision,
                 "versions": "; ".join(f"{k} {v}" for k, v in info.versions.items()),
             }
         )
-    return coerce_table(pd.DataFrame(rows), METRICS_SCHEMA, "metrics")
+    unjudged = {k: v for k, v in METRICS_SCHEMA.items() if k != "verdict"}  # with_verdicts adds it
+    return coerce_table(pd.DataFrame(rows), unjudged, "metrics")
 
 
-def _share(agree: np.ndarray, judged: np.ndarray) -> float:
-    """Agreement over judged predictions: NaN with nothing to compare, 1.0 when none is decisive."""
-    if agree.size == 0:
-        return math.nan
-    return float(agree[judged].mean()) if judged.any() else 1.0
+def _agreement(agree: np.ndarray, judged: np.ndarray) -> Agreement:
+    """Counts over compared predictions (`agree` per prediction) and the decisive subset `judged`."""
+    return Agreement(int(agree.size), int((~agree).sum()), int(judged.sum()), int((~agree & judged).sum()))
 
 
-def _comparison_row(scores: Scores, name: str, metrics: pd.DataFrame, precision: str) -> dict:
+def _paired(ref_right: np.ndarray, got_right: np.ndarray) -> PairedDifference:
+    return paired_difference(int((~ref_right & got_right).sum()), int((ref_right & ~got_right).sum()), ref_right.size)
+
+
+def _fallback(infos: dict[str, RuntimeInfo], name: str, reference: str) -> str:
+    """Why this comparison is not about what was requested: the runtime or its reference fell back."""
+    causes = [f"{n} {infos[n].fallback}" for n in dict.fromkeys((name, reference)) if infos[n].fallback]
+    return "; ".join(causes)
+
+
+def _comparison_row(
+    scores: Scores, name: str, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo], tol: Tolerance, has_labels: bool
+) -> dict:
     shared, ref, got = scores.shared, scores.runtimes[scores.reference], scores.runtimes[name]
-    tol = tolerance_for(precision)
-    both_ok = ~ref["failed"] & ~got["failed"]
-    ref_ok_slot = np.repeat(~ref["failed"], shared["n_masked"])
-    got_ok_slot = np.repeat(~got["failed"], shared["n_masked"])
-    slot_agree = (ref["slot_pred"] == got["slot_pred"]) & got_ok_slot
-    slot_agree, slot_judged = slot_agree[ref_ok_slot], decisive_margin(ref["slot_margin"][ref_ok_slot], tol.margin)
-    nsp_agree = ((ref["nsp_pred"] == got["nsp_pred"]) & ~got["failed"])[~ref["failed"]]
-    nsp_judged = decisive(ref["nsp_logits"][~ref["failed"]], tol.margin)
-    slot_flip, nsp_flip = flips_vs_reference(shared, ref, got)
+    ref_ok, got_ok = ~ref["failed"], ~got["failed"]
+    both_ok = ref_ok & got_ok
+    ref_ok_slot = np.repeat(ref_ok, shared["n_masked"])
+    got_ok_slot = np.repeat(got_ok, shared["n_masked"])
+    # A runtime that failed where the reference did not disagrees: NaN is not the same prediction.
+    slot_agree = ((ref["slot_pred"] == got["slot_pred"]) & got_ok_slot)[ref_ok_slot]
+    slot_judged = decisive_margin(ref["slot_margin"][ref_ok_slot], tol.margin)
+    nsp_agree = ((ref["nsp_pred"] == got["nsp_pred"]) & got_ok)[ref_ok]
+    nsp_judged = decisive(ref["nsp_logits"][ref_ok], tol.margin)
     mlm_diffs = got["max_abs_mlm_diff"][both_ok]
     nsp_diff = np.abs(got["nsp_logits"][both_ok].astype(np.float64) - ref["nsp_logits"][both_ok])
     m = metrics.set_index("runtime")
@@ -129,27 +149,60 @@ def _comparison_row(scores: Scores, name: str, metrics: pd.DataFrame, precision:
         f"d_{k}": float(m.at[name, k] - m.at[scores.reference, k])
         for k in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "weighted_accuracy")
     }
-    return {
+    evidence = Evidence(
+        mlm=_agreement(slot_agree, slot_judged),
+        nsp=_agreement(nsp_agree, nsp_judged),
+        max_abs_mlm_logit_diff=float(np.nanmax(mlm_diffs)) if np.isfinite(mlm_diffs).any() else math.nan,
+        max_abs_nsp_logit_diff=float(nsp_diff.max()) if nsp_diff.size else math.nan,
+        d_mlm_loss=delta["d_mlm_loss"],
+        d_nsp_loss=delta["d_nsp_loss"] if has_labels else None,
+        n_failed=int((ref_ok & ~got_ok).sum()),
+        fallback=_fallback(infos, name, scores.reference),
+    )
+    verdict = judge(evidence, tol)
+    slot_ok = np.repeat(both_ok, shared["n_masked"])
+    label = shared["slot_label"][slot_ok]
+    mlm = _paired(ref["slot_pred"][slot_ok] == label, got["slot_pred"][slot_ok] == label)
+    labelled = both_ok & (shared["nsp_label"] >= 0)
+    nsp_label = shared["nsp_label"][labelled]
+    nsp = _paired(ref["nsp_pred"][labelled] == nsp_label, got["nsp_pred"][labelled] == nsp_label)
+    row = {
         "runtime": name,
         "reference": scores.reference,
+        "verdict": verdict.verdict.value,
+        "verdict_reasons": " | ".join(verdict.reasons),
         **delta,
-        "max_abs_mlm_logit_diff": float(np.nanmax(mlm_diffs)) if np.isfinite(mlm_diffs).any() else math.nan,
+        "max_abs_mlm_logit_diff": evidence.max_abs_mlm_logit_diff,
         "mean_abs_mlm_logit_diff": _ratio(
             float(got["sum_abs_mlm_diff"][both_ok].sum()), got["n_mlm_diff"][both_ok].sum()
         ),
-        "max_abs_nsp_logit_diff": float(nsp_diff.max()) if nsp_diff.size else math.nan,
+        "max_abs_nsp_logit_diff": evidence.max_abs_nsp_logit_diff,
         "mean_abs_nsp_logit_diff": float(nsp_diff.mean()) if nsp_diff.size else math.nan,
-        "mlm_agreement": _share(slot_agree, slot_judged),
-        "nsp_agreement": _share(nsp_agree, nsp_judged),
-        "n_mlm_flips": int(slot_flip.sum()),
-        "n_nsp_flips": int(nsp_flip.sum()),
-        "tol_logit": math.nan if tol.logit is None else tol.logit,
-        "tol_agreement": tol.agreement,
-        "tol_loss": tol.loss,
-        "passed": True,  # recomputed by judge_comparison
-        "mlm_agreement_all": _share(slot_agree, np.ones_like(slot_agree)),
-        "nsp_agreement_all": _share(nsp_agree, np.ones_like(nsp_agree)),
+        "n_failed": evidence.n_failed,
     }
+    for task, a, d, unit in (("mlm", evidence.mlm, mlm, "masked tokens"), ("nsp", evidence.nsp, nsp, "pairs")):
+        lo, hi = verdict.flip_bounds[task]
+        row |= {
+            f"{task}_compared": a.compared,
+            f"{task}_agreement": a.rate,
+            f"n_{task}_flips": a.flips,
+            f"{task}_decisive": a.decisive,
+            f"{task}_decisive_agreement": a.decisive_rate,
+            f"n_{task}_decisive_flips": a.decisive_flips,
+            f"{task}_flip_rate_lo": lo,
+            f"{task}_flip_rate_hi": hi,
+            f"{task}_paired_n": d.n,
+            f"{task}_gained": d.gained,
+            f"{task}_lost": d.lost,
+            f"{task}_accuracy_diff": d.difference,
+            f"{task}_accuracy_diff_lo": d.lo,
+            f"{task}_accuracy_diff_hi": d.hi,
+            f"{task}_mcnemar_p": d.p_value,
+            f"{task}_effect": describe_difference(name, task.upper(), d, unit),
+        }
+    row |= {f"tol_{k}": math.nan if v is None else v for k, v in tol.as_dict().items()}
+    row |= {f"check_{c.name}": "" if c.verdict is None else c.verdict.value for c in verdict.checks}
+    return row
 
 
 def decisive_margin(margins: np.ndarray, margin: float) -> np.ndarray:
@@ -157,16 +210,29 @@ def decisive_margin(margins: np.ndarray, margin: float) -> np.ndarray:
     return np.ones(margins.shape, dtype=bool) if margin <= 0 else margins >= margin
 
 
-def comparison_table(scores: Scores, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo]) -> pd.DataFrame:
-    """One row per non-reference runtime in COMPARISON_SCHEMA, judged with judge_comparison."""
+def comparison_table(
+    scores: Scores, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo], tolerances: Tolerances, has_labels: bool
+) -> pd.DataFrame:
+    """One row per non-reference runtime in COMPARISON_SCHEMA, each judged by lucid_eval.verdict."""
     rows = [
-        _comparison_row(scores, name, metrics, infos[name].precision)
+        _comparison_row(scores, name, metrics, infos, tolerance_for(infos[name].precision, tolerances), has_labels)
         for name in scores.runtimes
         if name != scores.reference
     ]
     if not rows:
         return empty_table("comparison")
-    return judge_comparison(coerce_table(pd.DataFrame(rows), COMPARISON_SCHEMA, "comparison"))
+    return coerce_table(pd.DataFrame(rows), COMPARISON_SCHEMA, "comparison")
+
+
+def with_verdicts(metrics: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
+    """metrics with a `verdict` column: the comparison's verdict, REFERENCE (or FALLBACK) for the reference."""
+    verdicts = dict(zip(comparison["runtime"], comparison["verdict"], strict=True))
+    out = metrics.copy()
+    out["verdict"] = [
+        verdicts.get(r, Verdict.FALLBACK.value if f else "REFERENCE")
+        for r, f in zip(metrics["runtime"], metrics["fallback"], strict=True)
+    ]
+    return coerce_table(out, METRICS_SCHEMA, "metrics")
 
 
 def _ints(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
@@ -254,21 +320,22 @@ def _fmt(value: object, spec: str) -> str:
 
 
 def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
-    """A compact fixed-width table for the terminal: quality, speed and verdict per runtime."""
+    """A compact fixed-width table for the terminal (quality, speed, verdict per runtime), a banner
+    that says "match" only when every verdict is PASS, the reasons for every other verdict, and
+    whether each runtime changes accuracy."""
     columns = [("runtime", 16, "s"), ("prec", 5, "s"), ("pairs", 8, ","), ("failed", 6, ","),
                ("mlm_loss", 8, ".4f"), ("mlm_acc", 7, ".2%"), ("nsp_acc", 7, ".2%"), ("pairs/s", 9, ",.1f"),
-               ("p95_ms", 8, ".1f"), ("max|Δlogit|", 11, ".2e"), ("agree", 7, ".2%"), ("verdict", 9, "s")]  # fmt: skip
-    verdicts = comparison.set_index("runtime") if not comparison.empty else None
+               ("p95_ms", 8, ".1f"), ("max|Δlogit|", 11, ".2e"), ("agree", 7, ".2%"), ("verdict", 12, "s")]  # fmt: skip
+    rows = comparison.set_index("runtime") if not comparison.empty else None
     lines = [
         "  ".join(f"{title:>{width}}" if i else f"{title:<{width}}" for i, (title, width, _) in enumerate(columns))
     ]
     for _, m in metrics.iterrows():
-        c = verdicts.loc[m["runtime"]] if verdicts is not None and m["runtime"] in verdicts.index else None
-        verdict = "reference" if c is None else ("PASS" if c["passed"] else "FAIL")
+        c = rows.loc[m["runtime"]] if rows is not None and m["runtime"] in rows.index else None
         values = [m["runtime"], m["precision"], m["n_pairs"], m["n_failed"], m["mlm_loss"], m["mlm_accuracy"],
                   m["nsp_accuracy"], m["pairs_per_second"], m["p95_ms"],
                   None if c is None else c["max_abs_mlm_logit_diff"],
-                  None if c is None else c["mlm_agreement"], verdict]  # fmt: skip
+                  None if c is None else c["mlm_agreement"], m["verdict"]]  # fmt: skip
         cells = [_fmt(v, spec) for v, (_, _, spec) in zip(values, columns, strict=True)]
         lines.append(
             "  ".join(
@@ -276,4 +343,23 @@ def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
                 for i, (cell, (_, w, _)) in enumerate(zip(cells, columns, strict=True))
             )
         )
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + verdict_lines(metrics, comparison))
+
+
+def verdict_lines(metrics: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
+    """The banner, each non-PASS verdict with its reasons, and each runtime's effect on accuracy."""
+    counts = comparison["verdict"].value_counts()
+    fallback_ref = metrics.loc[metrics["verdict"] == Verdict.FALLBACK.value, "runtime"].tolist()
+    if comparison.empty:
+        banner = "no runtime was compared with the reference"
+    elif (counts.get(Verdict.PASS.value, 0) == len(comparison)) and not fallback_ref:
+        banner = f"all {len(comparison)} runtimes match the reference within the stated tolerances (PASS)"
+    else:
+        banner = "not every runtime is shown to match: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+    lines = [f"verdict: {banner}"]
+    lines += [f"  {r} (reference): FALLBACK" for r in fallback_ref]
+    for c in comparison.itertuples():
+        if c.verdict != Verdict.PASS.value:
+            lines.append(f"  {c.runtime}: {c.verdict}: {c.verdict_reasons}")
+    lines += [f"  {effect}" for c in comparison.itertuples() for effect in (c.mlm_effect, c.nsp_effect)]
+    return lines

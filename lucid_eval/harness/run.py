@@ -22,12 +22,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lucid_eval import __version__
-from lucid_eval.harness.compare import comparison_table, examples_table, flips_table, metrics_table, summary_table
+from lucid_eval.harness.compare import (
+    comparison_table,
+    examples_table,
+    flips_table,
+    metrics_table,
+    summary_table,
+    with_verdicts,
+)
 from lucid_eval.harness.corpus import CorpusReader, sha256_file
 from lucid_eval.harness.masking import encode_chunk
 from lucid_eval.harness.scoring import Scores, score_chunk, stop_on_sigint
 from lucid_eval.reports import REJECTED_SCHEMA, atomic_write_text, build_report, coerce_table, write_run_tables
-from lucid_eval.runtimes.base import Runtime, RuntimeInfo
+from lucid_eval.runtimes.base import Runtime, RuntimeInfo, RuntimeUnavailable
+from lucid_eval.tolerances import Tolerances, parse_overrides, tolerance_for, tolerances_as_dict
+from lucid_eval.verdict import Verdict, exit_code
 
 JOURNAL_DIR = ".journal"
 JOURNAL_FILE = "journal.json"
@@ -64,8 +73,10 @@ class ScoreConfig:
     allow_fallback: bool = False
     progress: bool = True
     command: str = ""
+    tolerance_overrides: tuple[str, ...] = ()  # 'PRECISION.FIELD=VALUE', applied to the export's tolerances
 
     def __post_init__(self) -> None:
+        parse_overrides(self.tolerance_overrides)  # a mistyped override fails before any work
         checks = [
             (len(self.runtimes) > 0, "name at least one runtime (the first is the reference)"),
             (len(set(self.runtimes)) == len(self.runtimes), f"runtimes are repeated: {self.runtimes}"),
@@ -93,6 +104,14 @@ class RunResult:
     rejected: pd.DataFrame
     run_info: dict[str, Any]
     report: Path
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """Every verdict of the run: each comparison's, and FALLBACK for a reference that fell back."""
+        return [Verdict(v) for v in self.metrics["verdict"] if v != "REFERENCE"]
+
+    def exit_code(self, strict: bool = False) -> int:
+        return exit_code(self.verdicts, strict)
 
     def summary(self) -> str:
         counts = self.run_info["counts"]
@@ -317,8 +336,44 @@ def _run_info(
     }
 
 
+def verify_unverified(
+    config: ScoreConfig, bundle: Any, tolerances: Tolerances, echo: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Verify, before any scoring, each requested graph that was NOT VERIFIED at export (e.g. fp16
+    exported where no CUDA device was): on the runtime's device, with the export's own cases.
+    A FAIL stops the run with the numbers; every result goes into run.json."""
+    from lucid_eval.export.verify import verify_bundle_variant
+    from lucid_eval.runtimes import spec
+    from lucid_eval.runtimes.ort_session import ProviderError
+
+    records: dict[str, dict[str, Any]] = {}
+    for name in config.runtimes:
+        s = spec(name)
+        if s.backend != "ort" or s.variant not in bundle.variants or bundle.verdict(s.variant) is not Verdict.NOT_VERIFIED:
+            continue
+        echo(f"verifying the {s.variant} graphs on {s.device} before scoring (not verified at export) ...")
+        try:
+            record = verify_bundle_variant(
+                bundle, s.variant, s.device, tolerance_for(s.precision, tolerances), config.allow_fallback
+            )
+        except ProviderError as exc:
+            raise RuntimeUnavailable(f"{name}: {exc}") from exc
+        records[f"{s.variant}@{s.device}"] = record
+        echo(f"{s.variant} on {s.device}: {record['verdict']}" + "".join(f"\n  {r}" for r in record["reasons"]))
+        if record["verdict"] == Verdict.FAIL.value:
+            raise RunError(
+                f"the {s.variant} graphs failed verification on {s.device} before scoring:\n  "
+                + "\n  ".join(record["reasons"])
+            )
+    return records
+
+
 def score(
-    config: ScoreConfig, *, bundle: Any = None, runtime_factory: Callable[[str], Runtime] | None = None
+    config: ScoreConfig,
+    *,
+    bundle: Any = None,
+    runtime_factory: Callable[[str], Runtime] | None = None,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> RunResult:
     """Score `config.corpus` on every runtime with identical masked inputs and write the run directory.
 
@@ -333,6 +388,7 @@ def score(
     if config.max_length > limit:
         raise ValueError(f"max_length {config.max_length} exceeds the model's max_position_embeddings {limit}")
     tokenizer = bundle.tokenizer
+    tolerances = parse_overrides(config.tolerance_overrides, getattr(bundle, "tolerances", None))
     factory = runtime_factory or _default_factory(config, bundle)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -350,6 +406,7 @@ def score(
             "chunk_size": config.chunk_size,
         }
         journal = Journal.open(out, fingerprint, names, config.resume)
+        late = {} if runtime_factory else verify_unverified(config, bundle, tolerances, echo)
         with contextlib.ExitStack() as stack:
             runtimes = [factory(name) for name in names]
             for name, rt in zip(names, runtimes, strict=True):
@@ -363,13 +420,17 @@ def score(
         if stats.read != stats.accepted + stats.rejected or stats.accepted != len(scores.shared["index"]):
             raise AssertionError(f"row counts do not reconcile: {stats}, {len(scores.shared['index'])} scored")
         metrics = metrics_table(scores, infos, reader.has_labels)
-        comparison = comparison_table(scores, metrics, infos)
+        comparison = comparison_table(scores, metrics, infos, tolerances, reader.has_labels)
+        metrics = with_verdicts(metrics, comparison)
         examples = examples_table(scores)
         flips = flips_table(scores, tokenizer)
         rejected = coerce_table(
             pd.DataFrame([asdict(r) for r in reader.rejected], columns=list(REJECTED_SCHEMA)), REJECTED_SCHEMA
         )
         run_info = _run_info(config, bundle, reader, scores, infos, journal)
+        run_info["tolerances"] = tolerances_as_dict(tolerances)
+        run_info["late_verification"] = late
+        run_info["verdicts"] = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
         write_run_tables(
             out,
             metrics=metrics,

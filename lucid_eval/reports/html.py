@@ -19,14 +19,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from lucid_eval import __version__
 from lucid_eval.reports.plots import accuracy_figure, logit_diff_figure, throughput_figure
-from lucid_eval.reports.tables import (
-    REPORT_FILE,
-    RunTables,
-    atomic_write_text,
-    comparison_checks,
-    judge_comparison,
-    load_run,
-)
+from lucid_eval.reports.tables import REPORT_FILE, RunTables, atomic_write_text, load_run
+from lucid_eval.verdict import VERDICT_HELP, Verdict
 
 FLIPS_SHOWN = 200
 REJECTED_SHOWN = 20
@@ -109,6 +103,10 @@ def _summary(info: dict[str, Any], reference: str | None) -> dict[str, Any]:
         ("Reference runtime", reference),
         ("Runtimes", ", ".join(map(str, info.get("runtimes") or []))),
         ("Seed", info.get("seed")),
+        ("Tolerances", "; ".join(f"{p}: " + ", ".join(f"{k} {v}" for k, v in t.items())
+                                 for p, t in (info.get("tolerances") or {}).items())),
+        ("Verified before scoring", "; ".join(f"{k}: {v.get('verdict')}" for k, v in
+                                              (info.get("late_verification") or {}).items())),
         ("Max length", info.get("max_length")),
         ("Started", info.get("started")),
         ("Finished", info.get("finished")),
@@ -126,6 +124,9 @@ def _metric_rows(metrics: pd.DataFrame, reference: str | None) -> list[dict[str,
     for m in metrics.to_dict("records"):
         rows.append({
             "runtime": m["runtime"],
+            "verdict": m["verdict"],
+            "badge": _badge(m["verdict"]),
+            "fallback": m["fallback"],
             "is_reference": m["runtime"] == reference,
             "precision": m["precision"] or DASH,
             "n_pairs": _num(m["n_pairs"], ","),
@@ -153,58 +154,72 @@ def _metric_rows(metrics: pd.DataFrame, reference: str | None) -> list[dict[str,
     return rows
 
 
-def _status(verdict: bool | None) -> str:
-    return {True: "pass", False: "fail", None: "na"}[verdict]
+_BADGE = {"PASS": "pass", "FAIL": "fail", "FALLBACK": "warn", "REFERENCE": "ref"}
+
+
+def _badge(verdict: str) -> str:
+    """CSS class of a verdict as recorded by the judge (INCONCLUSIVE and NOT VERIFIED are grey)."""
+    return _BADGE.get(verdict, "na")
+
+
+def _status(check: str) -> str:
+    """CSS class of a recorded check result; empty means not judged."""
+    return {"": "na", "PASS": "pass", "FAIL": "fail"}.get(check, "inconclusive")
 
 
 def _tol(prefix: str, tol: Any, fmt: Callable[[float], str]) -> str:
     return "not judged" if _missing(tol) else f"tol {prefix} {fmt(tol)}"
 
 
-def _logit_cell(c: pd.Series, chk: pd.Series, task: str) -> dict[str, str]:
+def _logit_cell(c: pd.Series, task: str) -> dict[str, Any]:
     tol = _tol("≤", c["tol_logit"], lambda t: f"{t:.0e}")
     return {
         "value": _sci(c[f"max_abs_{task}_logit_diff"]),
-        "detail": f"mean {_sci(c[f'mean_abs_{task}_logit_diff'])} · {tol}",
-        "status": _status(chk[f"{task}_logit"]),
+        "details": [f"mean {_sci(c[f'mean_abs_{task}_logit_diff'])}", tol],
+        "status": _status(c[f"check_{task}_logit"]),
     }
 
 
-def _agreement_cell(c: pd.Series, chk: pd.Series, task: str) -> dict[str, str]:
-    tol = _tol("≥", c["tol_agreement"], lambda t: _pct(t, 1))
+def _agreement_cell(c: pd.Series, task: str) -> dict[str, Any]:
+    bounds = f"flip rate ≤ {_pct(c[f'{task}_flip_rate_hi'])} ({_pct(c['tol_confidence'], 0)} bound)"
     return {
         "value": _agreement(c[f"{task}_agreement"]),
-        "detail": f"{_num(c[f'n_{task}_flips'], ',')} flips · {tol}",
-        "status": _status(chk[f"{task}_agreement"]),
+        "details": [
+            f"all: {_num(c[f'n_{task}_flips'], ',')} flips of {_num(c[f'{task}_compared'], ',')}",
+            f"decisive (margin ≥ {_num(c['tol_margin'], 'g')}): {_agreement(c[f'{task}_decisive_agreement'])}, "
+            f"{_num(c[f'n_{task}_decisive_flips'], ',')} of {_num(c[f'{task}_decisive'], ',')}",
+            f"judged on {c['tol_agreement_on']}: {_tol('≥', c['tol_agreement'], lambda t: _pct(t, 1))}; {bounds}",
+        ],
+        "status": _status(c[f"check_{task}_agreement"]),
     }
 
 
-def _loss_cell(c: pd.Series, chk: pd.Series, task: str) -> dict[str, str]:
+def _loss_cell(c: pd.Series, task: str) -> dict[str, Any]:
     return {
         "value": _signed(c[f"d_{task}_loss"]),
-        "detail": _tol("|Δ| ≤", c["tol_loss"], lambda t: f"{t:g}"),
-        "status": _status(chk[f"{task}_loss"]),
+        "details": [_tol("|Δ| ≤", c["tol_loss"], lambda t: f"{t:g}")],
+        "status": _status(c[f"check_{task}_loss"]),
     }
 
 
 def _comparison_rows(comparison: pd.DataFrame) -> list[dict[str, Any]]:
-    judged = judge_comparison(comparison)
-    checks = comparison_checks(comparison)
     rows = []
-    for (_, c), (_, chk), stored in zip(judged.iterrows(), checks.iterrows(), comparison["passed"], strict=True):
+    for _, c in comparison.iterrows():
         rows.append({
             "runtime": c["runtime"],
             "reference": c["reference"],
-            "passed": bool(c["passed"]),
-            "harness_disagrees": bool(stored) != bool(c["passed"]),
+            "verdict": c["verdict"],
+            "badge": _badge(c["verdict"]),
+            "reasons": [_clip(r, 300) for r in c["verdict_reasons"].split(" | ") if r],
             "checks": [
-                _logit_cell(c, chk, "mlm"),
-                _logit_cell(c, chk, "nsp"),
-                _agreement_cell(c, chk, "mlm"),
-                _agreement_cell(c, chk, "nsp"),
-                _loss_cell(c, chk, "mlm"),
-                _loss_cell(c, chk, "nsp"),
+                _logit_cell(c, "mlm"),
+                _logit_cell(c, "nsp"),
+                _agreement_cell(c, "mlm"),
+                _agreement_cell(c, "nsp"),
+                _loss_cell(c, "mlm"),
+                _loss_cell(c, "nsp"),
             ],
+            "effects": [c["mlm_effect"], c["nsp_effect"]],
             "d_accuracy": [
                 ("MLM", _pp(c["d_mlm_accuracy"])),
                 ("NSP", _pp(c["d_nsp_accuracy"])),
@@ -212,6 +227,21 @@ def _comparison_rows(comparison: pd.DataFrame) -> list[dict[str, Any]]:
             ],
         })
     return rows
+
+
+def _banner(metrics: pd.DataFrame, comparison: pd.DataFrame, reference: str | None) -> dict[str, Any]:
+    """The page's headline, from the recorded verdicts: "match" only when every one is PASS."""
+    verdicts = [v for v in metrics["verdict"] if v != "REFERENCE"] if "verdict" in metrics else []
+    n = len(comparison)
+    if not n:
+        return {"badge": "na", "label": "NO COMPARISON", "text": "No runtime was compared with the reference.", "runtimes": []}
+    if all(v == Verdict.PASS.value for v in verdicts):
+        return {"badge": "pass", "label": "PASS", "runtimes": [],
+                "text": f"All {n} runtime{'s' if n != 1 else ''} match {reference} within the stated tolerances."}  # fmt: skip
+    others = [(r, v) for r, v in zip(metrics["runtime"], metrics["verdict"], strict=True) if v not in ("PASS", "REFERENCE")]
+    worst = next(v for v in ("FAIL", "FALLBACK", "INCONCLUSIVE", "NOT VERIFIED") if v in verdicts)
+    return {"badge": _badge(worst), "label": worst, "runtimes": others,
+            "text": f"Not every runtime is shown to match {reference}:"}  # fmt: skip
 
 
 def _flips(flips: pd.DataFrame) -> dict[str, Any]:
@@ -279,7 +309,8 @@ def report_context(run: RunTables) -> dict[str, Any]:
         "summary": _summary(run.run_info, reference),
         "metrics": _metric_rows(run.metrics, reference),
         "comparison": comparison,
-        "n_failed": sum(not row["passed"] for row in comparison),
+        "banner": _banner(run.metrics, run.comparison, reference),
+        "verdict_help": [(v.value, _badge(v.value), text) for v, text in VERDICT_HELP.items()],
         "plots": [{"title": t, "caption": c, "uri": u} for t, c, u in plots if u is not None],
         "flips": _flips(run.flips),
         "flips_cap": FLIPS_SHOWN,

@@ -1,4 +1,4 @@
-"""The run's tables on disk: one schema, atomic writes, typed reads, one pass/fail rule.
+"""The run's tables on disk: one schema, atomic writes, typed reads.
 
 The harness writes a run directory through `write_run_tables`; `lucid-eval report`
 reads it back through `load_run`. Both sides coerce every contract column to the
@@ -45,14 +45,22 @@ METRICS_SCHEMA: Schema = {
     "p50_ms": "float",
     "p95_ms": "float",
     "providers": "str",
+    "fallback": "str",
+    "verdict": "str",
     "threads": "int",
     "precision": "str",
     "versions": "str",
 }
 
+# One row per compared runtime, with the verdict and every check as judged by lucid_eval.verdict:
+# reports render these columns and never judge. Agreement columns count all compared predictions;
+# decisive ones are those whose reference margin is at least tol_margin; flip_rate_lo/hi are the
+# one-sided bounds of the set the tolerance applies to (tol_agreement_on).
 COMPARISON_SCHEMA: Schema = {
     "runtime": "str",
     "reference": "str",
+    "verdict": "str",
+    "verdict_reasons": "str",
     "d_mlm_loss": "float",
     "d_mlm_accuracy": "float",
     "d_nsp_loss": "float",
@@ -62,14 +70,52 @@ COMPARISON_SCHEMA: Schema = {
     "mean_abs_mlm_logit_diff": "float",
     "max_abs_nsp_logit_diff": "float",
     "mean_abs_nsp_logit_diff": "float",
+    "n_failed": "int",
+    "mlm_compared": "int",
     "mlm_agreement": "float",
-    "nsp_agreement": "float",
     "n_mlm_flips": "int",
+    "mlm_decisive": "int",
+    "mlm_decisive_agreement": "float",
+    "n_mlm_decisive_flips": "int",
+    "mlm_flip_rate_lo": "float",
+    "mlm_flip_rate_hi": "float",
+    "mlm_paired_n": "int",
+    "mlm_gained": "int",
+    "mlm_lost": "int",
+    "mlm_accuracy_diff": "float",
+    "mlm_accuracy_diff_lo": "float",
+    "mlm_accuracy_diff_hi": "float",
+    "mlm_mcnemar_p": "float",
+    "mlm_effect": "str",
+    "nsp_compared": "int",
+    "nsp_agreement": "float",
     "n_nsp_flips": "int",
+    "nsp_decisive": "int",
+    "nsp_decisive_agreement": "float",
+    "n_nsp_decisive_flips": "int",
+    "nsp_flip_rate_lo": "float",
+    "nsp_flip_rate_hi": "float",
+    "nsp_paired_n": "int",
+    "nsp_gained": "int",
+    "nsp_lost": "int",
+    "nsp_accuracy_diff": "float",
+    "nsp_accuracy_diff_lo": "float",
+    "nsp_accuracy_diff_hi": "float",
+    "nsp_mcnemar_p": "float",
+    "nsp_effect": "str",
     "tol_logit": "float",
     "tol_agreement": "float",
     "tol_loss": "float",
-    "passed": "bool",
+    "tol_agreement_on": "str",
+    "tol_margin": "float",
+    "tol_confidence": "float",
+    "check_outputs": "str",
+    "check_mlm_logit": "str",
+    "check_nsp_logit": "str",
+    "check_mlm_agreement": "str",
+    "check_nsp_agreement": "str",
+    "check_mlm_loss": "str",
+    "check_nsp_loss": "str",
 }
 
 EXAMPLES_SCHEMA: Schema = {
@@ -260,43 +306,3 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunTables:
         flips=_read_csv(root / "flips.csv", "flips"),
         rejected=_read_csv(root / "rejected.csv", "rejected"),
     )
-
-
-# (check name, measured column, tolerance column, direction, required).
-# A NaN tolerance means "not judged". A NaN measurement fails a stated tolerance
-# (nothing was proven), except NSP loss, which is NaN by design on unlabelled corpora.
-COMPARISON_CHECKS: tuple[tuple[str, str, str, str, bool], ...] = (
-    ("mlm_logit", "max_abs_mlm_logit_diff", "tol_logit", "max", True),
-    ("nsp_logit", "max_abs_nsp_logit_diff", "tol_logit", "max", True),
-    ("mlm_agreement", "mlm_agreement", "tol_agreement", "min", True),
-    ("nsp_agreement", "nsp_agreement", "tol_agreement", "min", True),
-    ("mlm_loss", "d_mlm_loss", "tol_loss", "abs_max", True),
-    ("nsp_loss", "d_nsp_loss", "tol_loss", "abs_max", False),
-)
-
-
-def comparison_checks(comparison: pd.DataFrame) -> pd.DataFrame:
-    """One column per check in COMPARISON_CHECKS: True (pass), False (fail) or None (not judged)."""
-    out: dict[str, list[bool | None]] = {}
-    for check, measured, tol_col, direction, required in COMPARISON_CHECKS:
-        verdicts: list[bool | None] = []
-        for value, tol in zip(comparison[measured], comparison[tol_col], strict=True):
-            if pd.isna(tol):
-                verdicts.append(None)
-            elif pd.isna(value):
-                verdicts.append(False if required else None)
-            elif direction == "min":
-                verdicts.append(bool(value >= tol))
-            else:
-                verdicts.append(bool((abs(value) if direction == "abs_max" else value) <= tol))
-        out[check] = verdicts
-    return pd.DataFrame(out, index=comparison.index, dtype=object)
-
-
-def judge_comparison(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Return a copy of `comparison` with `passed` recomputed: no judged check may fail."""
-    judged = comparison.copy()
-    checks = comparison_checks(comparison)
-    judged["passed"] = [all(v is not False for v in row) for row in checks.itertuples(index=False)]
-    judged["passed"] = judged["passed"].astype(bool)
-    return judged

@@ -14,10 +14,12 @@ from lucid_eval.harness.compare import (
     metrics_table,
     summary_table,
     wilson_interval,
+    with_verdicts,
 )
 from lucid_eval.harness.masking import encode_chunk
 from lucid_eval.harness.scoring import Scores, score_chunk
 from lucid_eval.runtimes.dummy import DummyRuntime
+from lucid_eval.tolerances import TOLERANCES
 
 N = 48
 
@@ -37,7 +39,8 @@ def run_chunk(tokenizer, kinds: dict[str, dict], *, token_budget: int = 256, n: 
 
 def tables(scores: Scores, infos: dict, tokenizer) -> tuple:
     metrics = metrics_table(scores, infos, has_labels=True)
-    return metrics, comparison_table(scores, metrics, infos), examples_table(scores), flips_table(scores, tokenizer)
+    comparison = comparison_table(scores, metrics, infos, TOLERANCES, has_labels=True)
+    return with_verdicts(metrics, comparison), comparison, examples_table(scores), flips_table(scores, tokenizer)
 
 
 def test_dummy_runtime_follows_the_scoring_semantics(tiny_tokenizer) -> None:
@@ -76,14 +79,15 @@ def test_identical_runtimes_agree_completely(tiny_tokenizer) -> None:
     quality = [
         c
         for c in metrics.columns
-        if c not in ("runtime", "wall_s", "pairs_per_second", "tokens_per_second", "p50_ms", "p95_ms")
+        if c not in ("runtime", "wall_s", "pairs_per_second", "tokens_per_second", "p50_ms", "p95_ms", "verdict")
     ]
     assert metrics.loc[0, quality].equals(metrics.loc[1, quality])
     row = comparison.iloc[0]
     assert row["mlm_agreement"] == row["nsp_agreement"] == 1.0
     assert row["max_abs_mlm_logit_diff"] == row["mean_abs_mlm_logit_diff"] == row["max_abs_nsp_logit_diff"] == 0.0
     assert row["n_mlm_flips"] == row["n_nsp_flips"] == 0 and row["d_mlm_loss"] == 0.0
-    assert bool(row["passed"]) and flips.empty
+    assert row["verdict"] == "PASS" and row["mlm_decisive"] > 0 and flips.empty
+    assert row["mlm_accuracy_diff"] == 0.0 and row["mlm_mcnemar_p"] == 1.0 and "unchanged" in row["mlm_effect"]
     assert metrics.loc[0, "n_pairs"] == N and metrics.loc[0, "n_masked"] == scores.shared["n_masked"].sum()
     assert len(examples) == 2 * N and examples["index"].is_monotonic_increasing
     assert metrics.loc[0, "wall_s"] > 0 and metrics.loc[0, "p95_ms"] >= metrics.loc[0, "p50_ms"]
@@ -121,8 +125,11 @@ def test_nan_examples_are_failed_excluded_and_counted(tiny_tokenizer) -> None:
     assert m.at["nan", "mlm_loss"] == pytest.approx(ref["mlm_loss_sum"][ok].sum() / count)
     assert np.isfinite(m.loc["nan", ["mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy"]].astype(float)).all()
     row = comparison.iloc[0]
-    assert row["max_abs_mlm_logit_diff"] == 0.0 and row["n_mlm_flips"] == 0 and flips.empty
-    assert row["nsp_agreement"] == pytest.approx(1 - failed.mean()) and not row["passed"]
+    # A NaN output is not the reference's prediction: its slots count as flips, and the verdict is FAIL.
+    assert row["max_abs_mlm_logit_diff"] == 0.0 and flips.empty
+    assert row["n_mlm_flips"] == scores.shared["n_masked"][failed].sum() and row["n_failed"] == failed.sum()
+    assert row["nsp_agreement"] == pytest.approx(1 - failed.mean())
+    assert row["verdict"] == "FAIL" and row["check_outputs"] == "FAIL" and "NaN/Inf" in row["verdict_reasons"]
     bad = examples[(examples["runtime"] == "nan") & examples["failed"]]
     assert len(bad) == failed.sum() and bad["nsp_pred"].isna().all() and bad["max_abs_mlm_logit_diff"].isna().all()
 
@@ -140,5 +147,8 @@ def test_summary_table_names_every_runtime(tiny_tokenizer) -> None:
     )
     metrics, comparison, _, _ = tables(scores, infos, tiny_tokenizer)
     lines = summary_table(metrics, comparison).splitlines()
-    assert len(lines) == 4 and len({len(line) for line in lines}) == 1
-    assert "reference" in lines[1] and "PASS" in lines[2] and "FAIL" in lines[3]
+    assert len({len(line) for line in lines[:4]}) == 1 and lines[4] == ""
+    assert "REFERENCE" in lines[1] and "PASS" in lines[2] and "PASS" not in lines[3]
+    noisy = comparison.set_index("runtime").at["noisy", "verdict"]
+    assert lines[5].startswith("verdict: not every runtime is shown to match") and f"noisy: {noisy}: " in lines[6]
+    assert sum("accuracy" in line for line in lines[7:]) == 4  # MLM and NSP effect lines per compared runtime
