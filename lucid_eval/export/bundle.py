@@ -15,6 +15,8 @@ from typing import Any
 
 from lucid_eval.models.config import BERTConfig
 from lucid_eval.models.tokenizer import BERTTokenizerFast
+from lucid_eval.tolerances import Tolerances, tolerances_from_dict
+from lucid_eval.verdict import Verdict
 
 MANIFEST = "manifest.json"
 CHECKPOINT_DIR = "checkpoint"
@@ -52,8 +54,14 @@ class ExportBundle:
         bundle = cls(path, manifest, sha256_file(manifest_path))
         if check_files:
             bundle.check_files()
-        if not allow_unverified and not manifest.get("verification_passed", False):
-            raise ExportError(f"{path} failed verification at export time; see {MANIFEST} 'variants.*.verification'")
+        if "verdict" not in manifest:
+            raise ExportError(f"{path} was exported by an older lucid-eval without verdicts; re-export it")
+        failed = [v for v in bundle.variants if bundle.verdict(v) is Verdict.FAIL]
+        if failed and not allow_unverified:
+            raise ExportError(
+                f"{path} failed verification at export time ({', '.join(failed)}: FAIL); "
+                f"see {MANIFEST} 'variants.*.verification'"
+            )
         if bundle.tokenizer.vocab_size != bundle.config.vocab_size:
             raise ExportError(
                 f"tokenizer vocabulary size {bundle.tokenizer.vocab_size} != model vocab_size "
@@ -91,6 +99,17 @@ class ExportBundle:
     @property
     def variants(self) -> list[str]:
         return list(self.manifest.get("variants", {}))
+
+    @property
+    def tolerances(self) -> Tolerances:
+        """The tolerances the export was verified with (later runs start from them)."""
+        return tolerances_from_dict(self.manifest.get("tolerances"))
+
+    def verification(self, variant: str) -> dict[str, Any]:
+        return self.manifest["variants"][variant]["verification"]
+
+    def verdict(self, variant: str) -> Verdict:
+        return Verdict(self.verification(variant)["verdict"])
 
     def graph(self, variant: str, graph: str = "scoring") -> Path:
         if variant not in self.manifest.get("variants", {}):

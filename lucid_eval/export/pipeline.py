@@ -7,7 +7,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -20,14 +20,15 @@ import torch
 from lucid_eval import __version__
 from lucid_eval.export.bundle import CHECKPOINT_DIR, MANIFEST, ExportBundle, sha256_file
 from lucid_eval.export.graphs import INT8_OP_TYPES, convert_fp16, export_onnx, fuse, quantize_int8
-from lucid_eval.export.verify import ExportVerificationError, build_cases, verify_variant
+from lucid_eval.export.verify import GRAPHS, ExportVerificationError, build_cases, verify_variants
 from lucid_eval.models.checkpoints import CheckpointError
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.tokenizer import BERTTokenizerFast
+from lucid_eval.tolerances import TOLERANCES, Tolerances, tolerances_as_dict
+from lucid_eval.verdict import Verdict, not_verified, worst
 
 VARIANTS = ("fp32", "fused", "int8", "fp16")
 PRECISION = {"fp32": "fp32", "fused": "fp32", "int8": "int8", "fp16": "fp16"}
-GRAPHS = ("full", "scoring")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class ExportConfig:
     opset: int = 17
     variants: tuple[str, ...] = VARIANTS
     verify_max_length: int = 512
+    verify_pairs: int = 1000  # short pairs beyond the three shape cases, so agreement can be judged
+    tolerances: Tolerances = field(default_factory=lambda: dict(TOLERANCES))
     int8_per_channel: bool = True
     int8_reduce_range: bool = False
 
@@ -130,31 +133,42 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         built.pop(name), variants.pop(name)
 
     t = time.perf_counter()
-    cases = build_cases(tokenizer, min(config.verify_max_length, cfg.max_position_embeddings), cfg.vocab_size)
+    cases = build_cases(
+        tokenizer, min(config.verify_max_length, cfg.max_position_embeddings), cfg.vocab_size, n_pairs=config.verify_pairs
+    )
     cuda_ok, cuda_reason = _cuda_available() if "fp16" in built else (False, "")
+    tolerances = {name: config.tolerances[PRECISION[name]] for name in built}
     for name, graphs in built.items():
         for g in GRAPHS:
             onnx.checker.check_model(str(graphs[g]), full_check=True)
-        info = variants[name]
-        info["graphs"] = {g: str(p.relative_to(out)) for g, p in graphs.items()}
-        if info["device"] == "cuda" and not cuda_ok:
-            info["verification"] = {"passed": True, "skipped": f"not run: no working CUDA provider ({cuda_reason})",
-                                    "checker": "onnx.checker passed"}  # fmt: skip
+        variants[name]["graphs"] = {g: str(p.relative_to(out)) for g, p in graphs.items()}
+    for device in ("cpu", "cuda"):
+        todo = {n: g for n, g in built.items() if variants[n]["device"] == device}
+        if device == "cuda" and todo and not cuda_ok:
+            for name in todo:
+                reason = f"not run: no working CUDA provider here ({cuda_reason}); verified when first opened on CUDA"
+                variants[name]["verification"] = {**not_verified(reason).as_dict(), "device": device,
+                                                  "tolerance": tolerances[name].as_dict(), "onnx_checker": "valid"}  # fmt: skip
             continue
-        info["verification"] = verify_variant(model, cases, graphs, PRECISION[name], info["device"])
-        if name == "int8" and not info["verification"]["passed"]:
+        if not todo:
+            continue
+        records = verify_variants(model, cases, todo, tolerances, device)
+        if records.get("int8", {}).get("verdict") == Verdict.FAIL.value:
             # Quantizing fused Attention's QKV projection is the largest int8 speed-up and the largest
             # error; some models need it in fp32. Retry without it; the manifest says why.
-            first = info["verification"]["failures"]
-            info["quantization"] = {**quantize(("MatMul",)), "attention_kept_fp32_because": first}
-            info["verification"] = verify_variant(model, cases, graphs, PRECISION[name], info["device"])
+            variants["int8"]["quantization"] = {**quantize(("MatMul",)), "attention_kept_fp32_because": records["int8"]["reasons"]}
+            records |= verify_variants(model, cases, {"int8": built["int8"]}, tolerances, device)
+        for name, record in records.items():
+            variants[name]["verification"] = record
     timings["verify"] = time.perf_counter() - t
     for name in steps:
         shutil.rmtree(out / name)
     timings["total"] = time.perf_counter() - started
 
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
-    failures = [f"{n}: {msg}" for n, v in variants.items() for msg in v["verification"].get("failures", [])]
+    verdict = worst(Verdict(v["verification"]["verdict"]) for v in variants.values())
+    failures = [f"{n}: {r}" for n, v in variants.items() if v["verification"]["verdict"] == Verdict.FAIL.value
+                for r in v["verification"]["reasons"]]  # fmt: skip
     manifest = {
         "lucid_eval_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -172,8 +186,10 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         },  # fmt: skip
         "host": {"machine": platform.machine(), "processor": platform.processor(), "system": platform.system()},
         "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "verification": {"pairs": config.verify_pairs, "max_length": config.verify_max_length, "seed": 0},
+        "tolerances": tolerances_as_dict(config.tolerances),
         "variants": variants,
-        "verification_passed": not failures,
+        "verdict": verdict.value,
         "files": {str(p.relative_to(out)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -1,15 +1,19 @@
 """Mandatory export verification: ONNX Runtime on real tokenized text pairs against PyTorch.
 
-Every case uses real text pairs with both segments and padding, and shapes other than the dummy
-the graph was exported with (batch 1 at the longest sequence, batch 7, a padded batch of 8).
-Logits are compared at unpadded positions only. Failures raise with the numbers.
+Cases are real text pairs with both segments and padding, in shapes other than the dummy the graph
+was exported with (a padded batch of 8, batch 7, batch 1 at the longest sequence), plus `n_pairs`
+short pairs in batches of 16 so that agreement statistics have enough predictions to decide.
+PyTorch runs once per case; every variant's graphs are compared with it and the outputs dropped,
+so memory stays at one case. Logits are compared at unpadded (full graph) or masked (scoring graph)
+positions. The verdict of each graph comes from lucid_eval.verdict; a variant takes the worse one.
 """
 
 from __future__ import annotations
 
+import math
 import pydoc_data.topics
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,13 @@ import numpy as np
 import torch
 
 from lucid_eval.models.model import BERTForPreTraining
-from lucid_eval.models.scoring import SCORING_INPUTS, SCORING_OUTPUTS, BERTScorer
+from lucid_eval.models.scoring import FULL_INPUTS, SCORING_INPUTS, SCORING_OUTPUTS, BERTScorer
 from lucid_eval.models.tokenizer import BERTTokenizerFast
-from lucid_eval.tolerances import decisive, tolerance_for
+from lucid_eval.tolerances import Tolerance, decisive
+from lucid_eval.verdict import Agreement, Evidence, Verdict, judge, worst
+
+GRAPHS = ("full", "scoring")
+PAIR_BATCH = 16
 
 
 class ExportVerificationError(RuntimeError):
@@ -29,20 +37,53 @@ class ExportVerificationError(RuntimeError):
 @dataclass(frozen=True)
 class Case:
     name: str
+    group: str  # cases of one group are reported together
     inputs: dict[str, np.ndarray]  # scoring-graph inputs; the full graph uses the first three
 
 
 def _sentences() -> list[str]:
-    text = " ".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics))
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 20 < len(s.strip()) < 300 and "\n" not in s.strip()]
+    text = re.sub(r"\s+", " ", " ".join(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)))
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 20 < len(s.strip()) < 300]
 
 
-def build_cases(tokenizer: BERTTokenizerFast, max_length: int, vocab_size: int, seed: int = 0) -> list[Case]:
-    """Real pairs of varied length: a padded batch of 8, batch 7, and batch 1 at max_length."""
+def _case(name: str, group: str, tokenizer: BERTTokenizerFast, pairs, length: int, rng) -> Case:
+    enc = tokenizer.batch_encode_plus([p[0] for p in pairs], [p[1] for p in pairs], max_length=length)
+    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+    eligible = (arrays["attention_mask"] > 0) & (arrays["special_tokens_mask"] == 0)
+    chosen = eligible & (rng.random(eligible.shape) < 0.15)
+    chosen[np.arange(len(chosen)), eligible.argmax(1)] |= True  # at least one masked token each
+    width = int(chosen.sum(1).max())
+    positions = np.zeros((len(chosen), width), dtype=np.int64)
+    weights = np.zeros((len(chosen), width), dtype=np.float32)
+    for row, cols in enumerate(chosen):
+        idx = np.flatnonzero(cols)
+        positions[row, : len(idx)], weights[row, : len(idx)] = idx, 1.0
+    labels = np.take_along_axis(arrays["input_ids"], positions, 1)
+    ids = arrays["input_ids"].copy()
+    ids[chosen] = tokenizer.mask_token_id
+    return Case(name, group, {
+        "input_ids": ids,
+        "attention_mask": arrays["attention_mask"],
+        "token_type_ids": arrays["token_type_ids"],
+        "masked_lm_positions": positions,
+        "masked_lm_ids": labels,
+        "masked_lm_weights": weights,
+        "next_sentence_labels": rng.integers(0, 2, len(chosen)).astype(np.int64),
+    })  # fmt: skip
+
+
+def build_cases(
+    tokenizer: BERTTokenizerFast, max_length: int, vocab_size: int, seed: int = 0, n_pairs: int = 0
+) -> list[Case]:
+    """Real pairs of varied length: a padded batch of 8, batch 7, batch 1 at max_length, and
+    `n_pairs` more pairs (disjoint sentences) in batches of PAIR_BATCH at up to 64 tokens."""
     rng = np.random.default_rng(seed)
     sents = _sentences()
-    pick = rng.choice(len(sents), size=64, replace=False)
-    pairs = [(sents[i], sents[j]) for i, j in zip(pick[::2], pick[1::2], strict=True)]
+    need = 64 + 2 * n_pairs
+    if need > len(sents):
+        raise ValueError(f"verification pairs: at most {(len(sents) - 64) // 2} available, asked for {n_pairs}")
+    pick = rng.choice(len(sents), size=need, replace=False)
+    pairs = [(sents[i], sents[j]) for i, j in zip(pick[:64:2], pick[1:64:2], strict=True)]
     long_a = " ".join(sents[k] for k in pick[:30])
     long_b = " ".join(sents[k] for k in pick[30:60])
     groups = {
@@ -50,157 +91,156 @@ def build_cases(tokenizer: BERTTokenizerFast, max_length: int, vocab_size: int, 
         "batch 7": (pairs[8:15], min(64, max_length)),
         f"batch 1 x {max_length} tokens": ([(long_a, long_b)], max_length),
     }
-    cases = []
-    for name, (group, length) in groups.items():
-        a, b = [p[0] for p in group], [p[1] for p in group]
-        enc = tokenizer.batch_encode_plus(a, b, max_length=length)
-        arrays = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
-        eligible = (arrays["attention_mask"] > 0) & (arrays["special_tokens_mask"] == 0)
-        chosen = eligible & (rng.random(eligible.shape) < 0.15)
-        chosen[np.arange(len(chosen)), eligible.argmax(1)] |= True  # at least one masked token each
-        width = int(chosen.sum(1).max())
-        positions = np.zeros((len(chosen), width), dtype=np.int64)
-        weights = np.zeros((len(chosen), width), dtype=np.float32)
-        for row, cols in enumerate(chosen):
-            idx = np.flatnonzero(cols)
-            positions[row, : len(idx)], weights[row, : len(idx)] = idx, 1.0
-        labels = np.take_along_axis(arrays["input_ids"], positions, 1)
-        ids = arrays["input_ids"].copy()
-        ids[chosen] = tokenizer.mask_token_id
-        cases.append(Case(name, {
-            "input_ids": ids,
-            "attention_mask": arrays["attention_mask"],
-            "token_type_ids": arrays["token_type_ids"],
-            "masked_lm_positions": positions,
-            "masked_lm_ids": labels,
-            "masked_lm_weights": weights,
-            "next_sentence_labels": rng.integers(0, 2, len(chosen)).astype(np.int64),
-        }))  # fmt: skip
+    cases = [_case(name, name, tokenizer, group, length, rng) for name, (group, length) in groups.items()]
+    extra = [(sents[i], sents[j]) for i, j in zip(pick[64::2], pick[65::2], strict=True)]
+    group = f"{n_pairs} short pairs"
+    for start in range(0, len(extra), PAIR_BATCH):
+        chunk = extra[start : start + PAIR_BATCH]
+        cases.append(_case(f"pairs {start}-{start + len(chunk) - 1}", group, tokenizer, chunk, min(64, max_length), rng))
     return cases
 
 
-def _torch_full(model: BERTForPreTraining, case: Case) -> list[np.ndarray]:
+@dataclass
+class _Tally:
+    """Evidence of one graph of one variant, accumulated case by case."""
+
+    counts: dict[str, list[int]] = field(default_factory=lambda: {"mlm": [0, 0, 0, 0], "nsp": [0, 0, 0, 0]})
+    max_diff: dict[str, float] = field(default_factory=lambda: {"mlm": math.nan, "nsp": math.nan})
+    n_failed: int = 0
+    loss: dict[str, list[float]] = field(default_factory=lambda: {"mlm": [0.0, 0], "nsp": [0.0, 0]})  # Σ shift·w, Σ w
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, case: Case, graph: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], margin: float) -> None:
+        if graph == "full":
+            where = case.inputs["attention_mask"].astype(bool)
+            mlm_ref, mlm_got = ref["prediction_scores"][where], got["prediction_scores"][where]
+            nsp_ref, nsp_got = ref["seq_relationship_scores"], got["seq_relationship_scores"]
+        else:
+            where = case.inputs["masked_lm_weights"] > 0
+            mlm_ref, mlm_got = ref["mlm_logits"][where], got["mlm_logits"][where]
+            nsp_ref, nsp_got = ref["nsp_logits"], got["nsp_logits"]
+            self._add_loss("mlm", float(got["mlm_loss_sum"].sum() - ref["mlm_loss_sum"].sum()), float(ref["mlm_count"].sum()))
+            self._add_loss("nsp", float(got["nsp_loss"].sum() - ref["nsp_loss"].sum()), len(nsp_ref))
+        row = self.groups.setdefault(case.group, {"case": case.name if case.name == case.group else case.group,
+                                                  "shapes": [], "max_abs_logit_diff": 0.0, "mlm": [0, 0], "nsp": [0, 0]})  # fmt: skip
+        row["shapes"].append(list(case.inputs["input_ids"].shape))
+        for task, r, g in (("mlm", mlm_ref, mlm_got), ("nsp", nsp_ref, nsp_got)):
+            finite = np.isfinite(g).all(-1)
+            self.n_failed += int((~finite).sum())
+            agree = (r.argmax(-1) == g.argmax(-1)) & finite
+            judged = decisive(r, margin)
+            c = self.counts[task]
+            c[0], c[1] = c[0] + agree.size, c[1] + int((~agree).sum())
+            c[2], c[3] = c[2] + int(judged.sum()), c[3] + int((~agree & judged).sum())
+            diff = float(np.abs(r - g).max()) if r.size else math.nan
+            self.max_diff[task] = diff if math.isnan(self.max_diff[task]) else max(self.max_diff[task], diff)
+            row["max_abs_logit_diff"] = max(row["max_abs_logit_diff"], diff)
+            row[task][0] += agree.size
+            row[task][1] += int((~agree).sum())
+
+    def _add_loss(self, task: str, shift_sum: float, weight: float) -> None:
+        self.loss[task][0] += shift_sum
+        self.loss[task][1] += weight
+
+    def evidence(self, graph: str) -> Evidence:
+        def shift(task: str) -> float | None:
+            if graph == "full":
+                return None
+            total, weight = self.loss[task]
+            return total / weight if weight else math.nan
+
+        return Evidence(
+            mlm=Agreement(*self.counts["mlm"]),
+            nsp=Agreement(*self.counts["nsp"]),
+            max_abs_mlm_logit_diff=self.max_diff["mlm"],
+            max_abs_nsp_logit_diff=self.max_diff["nsp"],
+            d_mlm_loss=shift("mlm"),
+            d_nsp_loss=shift("nsp"),
+            n_failed=self.n_failed,
+        )
+
+    def case_rows(self, graph: str) -> list[dict[str, Any]]:
+        return [
+            {"graph": graph, "case": r["case"], "shapes": r["shapes"], "max_abs_logit_diff": r["max_abs_logit_diff"],
+             "mlm_compared": r["mlm"][0], "mlm_flips": r["mlm"][1], "nsp_compared": r["nsp"][0], "nsp_flips": r["nsp"][1]}
+            for r in self.groups.values()
+        ]  # fmt: skip
+
+
+def _torch_outputs(model: BERTForPreTraining, case: Case) -> dict[str, dict[str, np.ndarray]]:
     with torch.no_grad():
-        out = model(*(torch.from_numpy(case.inputs[k]) for k in ("input_ids", "attention_mask", "token_type_ids")))
-    return [t.numpy() for t in out]
-
-
-def _torch_scoring(model: BERTForPreTraining, case: Case) -> dict[str, np.ndarray]:
-    with torch.no_grad():
-        out = BERTScorer(model)(*(torch.from_numpy(case.inputs[k]) for k in SCORING_INPUTS))
-    return {name: t.numpy() for name, t in zip(SCORING_OUTPUTS, out, strict=True)}
-
-
-def _compare(
-    case: Case, graph: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], margin: float
-) -> dict[str, Any]:
-    """Numbers for one case: logit diffs where it counts, argmax agreement, loss deltas."""
-    if graph == "full":
-        where = case.inputs["attention_mask"].astype(bool)
-        ref_logits, got_logits = ref["prediction_scores"][where], got["prediction_scores"][where]
-        nsp_ref, nsp_got = ref["seq_relationship_scores"], got["seq_relationship_scores"]
-        mlm_shift = nsp_shift = None
-    else:
-        where = case.inputs["masked_lm_weights"] > 0
-        ref_logits, got_logits = ref["mlm_logits"][where], got["mlm_logits"][where]
-        nsp_ref, nsp_got = ref["nsp_logits"], got["nsp_logits"]
-        count = ref["mlm_count"].sum()
-        mlm_shift = float((got["mlm_loss_sum"].sum() - ref["mlm_loss_sum"].sum()) / count)
-        nsp_shift = float(got["nsp_loss"].mean() - ref["nsp_loss"].mean())
-    diff = np.abs(ref_logits - got_logits)
-    agree = ref_logits.argmax(-1) == got_logits.argmax(-1)
-    nsp_agree = nsp_ref.argmax(-1) == nsp_got.argmax(-1)
-    judged, nsp_judged = decisive(ref_logits, margin), decisive(nsp_ref, margin)
-    nsp_diff = np.abs(nsp_ref - nsp_got)
-    finite = bool(np.isfinite(diff).all() and np.isfinite(nsp_diff).all())
+        full = model(*(torch.from_numpy(case.inputs[k]) for k in FULL_INPUTS))
+        scored = BERTScorer(model)(*(torch.from_numpy(case.inputs[k]) for k in SCORING_INPUTS))
     return {
-        "case": case.name,
-        "shape": list(case.inputs["input_ids"].shape),
-        "finite": finite,
-        "max_abs_logit_diff": float(max(diff.max(), nsp_diff.max())),
-        "mean_abs_logit_diff": float(diff.mean()),
-        "mlm_agreement": float(agree.mean()),
-        "nsp_agreement": float(nsp_agree.mean()),
-        "mlm_decisive": int(judged.sum()),
-        "mlm_decisive_agreement": float(agree[judged].mean()) if judged.any() else 1.0,
-        "nsp_decisive": int(nsp_judged.sum()),
-        "nsp_decisive_agreement": float(nsp_agree[nsp_judged].mean()) if nsp_judged.any() else 1.0,
-        "mlm_tokens": int(where.sum()),
-        "pairs": len(nsp_ref),
-        "mlm_loss_shift": mlm_shift,  # signed: ONNX minus PyTorch mean loss, None for the full graph
-        "nsp_loss_shift": nsp_shift,
-        "d_mlm_loss": None if mlm_shift is None else abs(mlm_shift),
-        "d_nsp_loss": None if nsp_shift is None else abs(nsp_shift),
+        "full": {"prediction_scores": full[0].numpy(), "seq_relationship_scores": full[1].numpy()},
+        "scoring": {name: t.numpy() for name, t in zip(SCORING_OUTPUTS, scored, strict=True)},
     }
 
 
-def judge(results: list[dict[str, Any]], precision: str) -> list[str]:
-    """Failure messages (empty when every case is within the precision's tolerance)."""
-    tol = tolerance_for(precision)
-    failures = []
-    for r in results:
-        where = f"{r['graph']} graph, {r['case']} {r['shape']}"
-        if not r["finite"]:
-            failures.append(f"{where}: NaN/Inf in outputs")
-        if tol.logit is not None and r["max_abs_logit_diff"] > tol.logit:
-            failures.append(f"{where}: max |Δ logit| {r['max_abs_logit_diff']:.3g} > {tol.logit:g}")
-        for key in ("mlm", "nsp"):
-            share = r[f"{key}_decisive_agreement"]
-            if share < tol.agreement:
-                failures.append(
-                    f"{where}: {key} argmax agreement {share:.4f} < {tol.agreement:g} on {r[f'{key}_decisive']} "
-                    f"predictions with a reference margin >= {tol.margin:g} (all predictions: {r[f'{key}_agreement']:.4f})"
-                )
-    failures += _judge_losses([r for r in results if r["mlm_loss_shift"] is not None], tol.loss)
-    return failures
-
-
-def _judge_losses(scored: list[dict[str, Any]], tolerance: float) -> list[str]:
-    """The loss tolerance bounds the shift of a *mean* loss, so it is judged on all cases pooled
-    (per masked token and per pair), as score comparisons judge a corpus: a single example's loss
-    moves by more than a corpus mean under int8 without the model being any different."""
-    failures = []
-    for key, weight in (("mlm", "mlm_tokens"), ("nsp", "pairs")):
-        total = sum(r[weight] for r in scored)
-        if not total:
-            continue
-        shift = sum(r[f"{key}_loss_shift"] * r[weight] for r in scored) / total
-        if abs(shift) > tolerance:
-            per_case = ", ".join(f"{r['case']} {r[f'{key}_loss_shift']:+.3g}" for r in scored)
-            failures.append(
-                f"scoring graph, all cases ({total} {weight}): |Δ mean {key} loss| {abs(shift):.3g} > {tolerance:g} "
-                f"(per case: {per_case})"
-            )
-    return failures
-
-
-def verify_variant(
+def verify_variants(
     model: BERTForPreTraining,
     cases: list[Case],
-    graphs: dict[str, Path],
-    precision: str,
+    variants: dict[str, dict[str, Path]],
+    tolerances: dict[str, Tolerance],
     device: str = "cpu",
-) -> dict[str, Any]:
-    """Run both graphs of one variant on every case and judge them against PyTorch."""
+    allow_fallback: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Run both graphs of every variant on every case against PyTorch; each variant's verification
+    record (verdict, reasons, per-graph checks and evidence, per-case numbers) for the manifest."""
     from lucid_eval.runtimes.ort_session import make_session
 
-    results = []
-    for graph, path in graphs.items():
-        session = make_session(path, device).session
-        names = [o.name for o in session.get_outputs()]
-        for case in cases:
-            feed = {k: case.inputs[k] for k in (i.name for i in session.get_inputs())}
-            got = dict(zip(names, session.run(None, feed), strict=True))
-            if graph == "full":
-                ref = dict(zip(names, _torch_full(model, case), strict=True))
-            else:
-                ref = _torch_scoring(model, case)
-            results.append({"graph": graph, **_compare(case, graph, ref, got, tolerance_for(precision).margin)})
-    failures = judge(results, precision)
-    return {
-        "device": device,
-        "tolerance": tolerance_for(precision).as_dict(),
-        "cases": results,
-        "passed": not failures,
-        "failures": failures,
+    sessions = {
+        (v, g): make_session(path, device, allow_fallback=allow_fallback) for v, graphs in variants.items() for g, path in graphs.items()
     }
+    tallies = {key: _Tally() for key in sessions}
+    for case in cases:
+        ref = _torch_outputs(model, case)
+        for (variant, graph), result in sessions.items():
+            session = result.session
+            names = [o.name for o in session.get_outputs()]
+            feed = {i.name: case.inputs[i.name] for i in session.get_inputs()}
+            got = dict(zip(names, session.run(names, feed), strict=True))
+            tallies[variant, graph].add(case, graph, ref[graph], got, tolerances[variant].margin)
+    records = {}
+    for variant in variants:
+        tol = tolerances[variant]
+        graphs, reasons, rows = {}, [], []
+        fallback = "; ".join(sorted({r.fallback for (v, _), r in sessions.items() if v == variant and r.fallback}))
+        for graph in variants[variant]:
+            tally = tallies[variant, graph]
+            evidence = tally.evidence(graph)
+            if fallback:
+                evidence = Evidence(**{**evidence.__dict__, "fallback": fallback})
+            judged = judge(evidence, tol)
+            graphs[graph] = {**judged.as_dict(), "evidence": asdict(evidence)}
+            reasons += [f"{graph} graph: {r}" for r in judged.reasons]
+            rows += tally.case_rows(graph)
+        records[variant] = {
+            "verdict": worst(Verdict(g["verdict"]) for g in graphs.values()).value,
+            "device": device,
+            "providers": sorted({p for (v, _), r in sessions.items() if v == variant for p in r.providers}),
+            "tolerance": tol.as_dict(),
+            "reasons": reasons,
+            "graphs": graphs,
+            "cases": rows,
+        }
+    return records
+
+
+def verify_bundle_variant(
+    bundle: Any, variant: str, device: str, tolerance: Tolerance, allow_fallback: bool = False
+) -> dict[str, Any]:
+    """Verify one variant of an export now, on `device`, with the export's own verification cases:
+    for graphs that could not be verified at export time (NOT VERIFIED), before anything scores them."""
+    model = BERTForPreTraining.from_pretrained(bundle.checkpoint).eval()
+    settings = bundle.manifest.get("verification", {})
+    cfg = bundle.config
+    cases = build_cases(
+        bundle.tokenizer,
+        min(int(settings.get("max_length", 512)), cfg.max_position_embeddings),
+        cfg.vocab_size,
+        seed=int(settings.get("seed", 0)),
+        n_pairs=int(settings.get("pairs", 0)),
+    )
+    graphs = {g: bundle.path / rel for g, rel in bundle.manifest["variants"][variant]["graphs"].items()}
+    return verify_variants(model, cases, {variant: graphs}, {variant: tolerance}, device, allow_fallback)[variant]
