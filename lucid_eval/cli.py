@@ -15,6 +15,10 @@ def fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
+TOLERANCE_HELP = "Repeatable PRECISION.FIELD=VALUE, e.g. int8.agreement=0.98 (fields: logit, agreement, loss, agreement_on, margin, confidence)."
+STRICT_HELP = "Exit 3 on any verdict but PASS (INCONCLUSIVE, FALLBACK, NOT VERIFIED), not only on FAIL."
+
+
 @click.group()
 @click.version_option(__version__, prog_name="lucid-eval")
 def main() -> None:
@@ -26,22 +30,35 @@ def main() -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Export directory to write.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset.")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANT_NAMES), help="Repeatable; default all.")
-def export(model: Path, out: Path, opset: int, variants: tuple[str, ...]) -> None:
+@click.option("--verify-pairs", default=1000, show_default=True, type=click.IntRange(0, 1400),
+              help="Short text pairs verified beyond the three shape cases (more pairs, firmer verdicts).")
+@click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP)
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
+def export(model: Path, out: Path, opset: int, variants: tuple[str, ...], verify_pairs: int,
+           tolerances: tuple[str, ...], strict: bool) -> None:  # fmt: skip
     """Export MODEL to verified ONNX graphs (full + scoring) in OUT."""
+    import sys
+
     from lucid_eval.export import ExportConfig, export_model
     from lucid_eval.export.verify import ExportVerificationError
     from lucid_eval.models.checkpoints import CheckpointError
+    from lucid_eval.tolerances import parse_overrides
+    from lucid_eval.verdict import Verdict, exit_code
 
     try:
-        manifest = export_model(ExportConfig(model=model, out=out, opset=opset, variants=variants or VARIANT_NAMES))
+        config = ExportConfig(model=model, out=out, opset=opset, variants=variants or VARIANT_NAMES,
+                              verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances))  # fmt: skip
+        manifest = export_model(config)
     except (ExportVerificationError, CheckpointError, ValueError) as exc:
         raise fail(exc) from exc
     for name, info in manifest["variants"].items():
         verification = info["verification"]
-        worst = max((c["max_abs_logit_diff"] for c in verification.get("cases", [])), default=float("nan"))
-        status = verification.get("skipped") or f"verified, max |Δ logit| {worst:.2e}"
-        click.echo(f"{name:6s} {info['precision']:5s} {info['device']:5s} {status}")
+        click.echo(f"{name:6s} {info['precision']:5s} {info['device']:5s} {verification['verdict']}")
+        for reason in verification["reasons"]:
+            click.echo(f"{'':19s}{reason}")
     click.echo(f"export written to {out} in {manifest['seconds']['total']:.1f} s (manifest.json has the details)")
+    verdicts = [Verdict(v["verification"]["verdict"]) for v in manifest["variants"].values()]
+    sys.exit(exit_code(verdicts, strict))
 
 
 @main.command()
@@ -57,6 +74,10 @@ def runtimes(export_dir: Path | None) -> None:
         raise fail(exc) from exc
     for spec, ok, reason in runtime_status(bundle):
         click.echo(f"{spec.name:15s} {'yes' if ok else 'no ':3s}  {spec.description}" + ("" if ok else f"\n{'':20s}{reason}"))
+        if bundle is not None and spec.backend == "ort" and spec.variant in bundle.variants:
+            verification = bundle.verification(spec.variant)
+            lines = [f"{spec.variant} graphs: {verification['verdict']}", *verification["reasons"]]
+            click.echo("".join(f"{'':20s}{line}\n" for line in lines), nl=False)
 
 
 @main.command()
@@ -124,8 +145,11 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, t
 @click.option("--threads", type=int, help="Intra-op threads per runtime (default: all cores).")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
-@click.option("--allow-fallback", is_flag=True, help="Let a CUDA runtime fall back to the CPU (recorded).")
-def score(export_dir, corpus, runtimes, out, fmt, seed, max_length, token_budget, threads, on_error, resume, allow_fallback) -> None:
+@click.option("--allow-fallback", is_flag=True, help="Let a CUDA runtime fall back to the CPU (its verdict is FALLBACK).")
+@click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP + " Applied to the export's tolerances.")
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
+def score(export_dir, corpus, runtimes, out, fmt, seed, max_length, token_budget, threads, on_error, resume, allow_fallback,
+          tolerances, strict) -> None:  # fmt: skip
     """Score a corpus of text pairs on several runtimes with identical masks, and compare them."""
     import shlex
     import sys
@@ -136,13 +160,14 @@ def score(export_dir, corpus, runtimes, out, fmt, seed, max_length, token_budget
     from lucid_eval.harness.corpus import CorpusError
     from lucid_eval.runtimes import RuntimeUnavailable
 
-    config = ScoreConfig(
-        export_dir=export_dir, corpus=corpus, out_dir=out, runtimes=list(runtimes or ("torch-cpu", "ort-cpu")), fmt=fmt,
-        seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
-        resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
-    )  # fmt: skip
     try:
-        result = run_score(config)
+        config = ScoreConfig(
+            export_dir=export_dir, corpus=corpus, out_dir=out, runtimes=list(runtimes or ("torch-cpu", "ort-cpu")), fmt=fmt,
+            seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
+            resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
+            tolerance_overrides=tolerances,
+        )  # fmt: skip
+        result = run_score(config, echo=click.echo)
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(130)
@@ -150,6 +175,7 @@ def score(export_dir, corpus, runtimes, out, fmt, seed, max_length, token_budget
         raise fail(exc) from exc
     click.echo(result.summary())
     click.echo(f"report: {result.report}")
+    sys.exit(result.exit_code(strict))
 
 
 @main.command()
@@ -170,7 +196,8 @@ def report(run_dir: Path) -> None:
 @click.option("--n-pairs", default=1000, show_default=True, help="Held-out pairs to score.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=int, help="Threads per runtime (default: all cores).")
-def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None) -> None:
+@click.option("--strict", is_flag=True, help=STRICT_HELP)
+def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None, strict: bool) -> None:
     """Score held-out built-in text pairs with the shipped checkpoint on every runtime available here."""
     import shlex
     import sys
@@ -187,6 +214,7 @@ def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None) ->
         raise fail(exc) from exc
     click.echo(result.summary())
     click.echo(f"report: {result.report.resolve()}")
+    sys.exit(result.exit_code(strict))
 
 
 @main.command()

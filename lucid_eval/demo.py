@@ -109,5 +109,6 @@ def run_demo(config: DemoConfig, echo=print) -> RunResult:
             threads=config.threads,
             progress=config.progress,
             command=config.command,
-        )
+        ),
+        echo=echo,
     )
