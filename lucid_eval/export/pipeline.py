@@ -21,6 +21,7 @@ from lucid_eval import __version__
 from lucid_eval.export.bundle import CHECKPOINT_DIR, MANIFEST, ExportBundle, sha256_file
 from lucid_eval.export.graphs import INT8_OP_TYPES, convert_fp16, export_onnx, fuse, quantize_int8
 from lucid_eval.export.verify import GRAPHS, ExportVerificationError, build_cases, verify_variants
+from lucid_eval.isolated import run_isolated
 from lucid_eval.models.checkpoints import CheckpointError
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.tokenizer import BERTTokenizerFast
@@ -53,6 +54,14 @@ def _quantize(
         for g in GRAPHS
     }
     return options["scoring"]
+
+
+def _fuse_all(fp32: dict[str, Path], fused: dict[str, Path], heads: int, hidden: int, layers: int) -> dict[str, Any]:
+    return {g: fuse(fp32[g], fused[g], heads, hidden, layers) for g in GRAPHS}
+
+
+def _fp16_all(fp32: dict[str, Path], fp16: dict[str, Path], heads: int, hidden: int) -> dict[str, Any]:
+    return {g: convert_fp16(fp32[g], fp16[g], heads, hidden) for g in GRAPHS}
 
 
 def load_checkpoint(path: Path) -> tuple[BERTForPreTraining, BERTTokenizerFast]:
@@ -108,33 +117,34 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     built = {"fp32": fp32}
     if "fused" in config.variants or "int8" in config.variants:
         t = time.perf_counter()
-        fused = paths("fused")
-        stats = {
-            g: fuse(fp32[g], fused[g], cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers) for g in GRAPHS
-        }
+        built["fused"] = paths("fused")
+        fusion = run_isolated(
+            _fuse_all, fp32, built["fused"], cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers
+        )
         timings["fuse"] = time.perf_counter() - t
-        variants["fused"] = {"precision": "fp32", "device": "cpu", "fusion": stats}
-        built["fused"] = fused
+        variants["fused"] = {"precision": "fp32", "device": "cpu", "fusion": fusion}
     if "int8" in config.variants:
         t = time.perf_counter()
         built["int8"] = paths("int8")
-        quantize = partial(_quantize, built["fused"], built["int8"], cfg.vocab_size, config)
+        quantize = partial(run_isolated, _quantize, built["fused"], built["int8"], cfg.vocab_size, config)
         variants["int8"] = {"precision": "int8", "device": "cpu", "quantization": quantize(INT8_OP_TYPES)}
         timings["quantize_int8"] = time.perf_counter() - t
     if "fp16" in config.variants:
         t = time.perf_counter()
-        fp16 = paths("fp16")
-        options = {g: convert_fp16(fp32[g], fp16[g], cfg.num_attention_heads, cfg.hidden_size) for g in GRAPHS}
+        built["fp16"] = paths("fp16")
+        options = run_isolated(_fp16_all, fp32, built["fp16"], cfg.num_attention_heads, cfg.hidden_size)
         timings["convert_fp16"] = time.perf_counter() - t
         variants["fp16"] = {"precision": "fp16", "device": "cuda", "conversion": options["scoring"]}
-        built["fp16"] = fp16
     steps = [name for name in built if name not in config.variants]  # fp32/fused built only towards another
     for name in steps:
         built.pop(name), variants.pop(name)
 
     t = time.perf_counter()
     cases = build_cases(
-        tokenizer, min(config.verify_max_length, cfg.max_position_embeddings), cfg.vocab_size, n_pairs=config.verify_pairs
+        tokenizer,
+        min(config.verify_max_length, cfg.max_position_embeddings),
+        cfg.vocab_size,
+        n_pairs=config.verify_pairs,
     )
     cuda_ok, cuda_reason = _cuda_available() if "fp16" in built else (False, "")
     tolerances = {name: config.tolerances[PRECISION[name]] for name in built}
@@ -156,7 +166,8 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         if records.get("int8", {}).get("verdict") == Verdict.FAIL.value:
             # Quantizing fused Attention's QKV projection is the largest int8 speed-up and the largest
             # error; some models need it in fp32. Retry without it; the manifest says why.
-            variants["int8"]["quantization"] = {**quantize(("MatMul",)), "attention_kept_fp32_because": records["int8"]["reasons"]}
+            options = quantize(("MatMul",))
+            variants["int8"]["quantization"] = {**options, "attention_kept_fp32_because": records["int8"]["reasons"]}
             records |= verify_variants(model, cases, {"int8": built["int8"]}, tolerances, device)
         for name, record in records.items():
             variants[name]["verification"] = record

@@ -1,4 +1,7 @@
-"""The bert-base-sized export works on this 2-core machine and passes verification (slow: ~2.5 min)."""
+"""A bert-base-sized export works on this 2-core machine and verifies (slow: ~3 min).
+
+Random-init weights: few MLM predictions clear the decisive margin, so int8 may be INCONCLUSIVE
+at 64 verification pairs; it must never FAIL, and fp32 and fused must PASS."""
 
 import json
 
@@ -15,10 +18,15 @@ def test_bert_base_export_verifies(tmp_path, bert_vocab):
     torch.manual_seed(0)
     BERTForPreTraining(BERTConfig.base()).save_pretrained(tmp_path / "ckpt")
     BERTTokenizerFast.from_pretrained(bert_vocab).save_pretrained(tmp_path / "ckpt")
-    result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "export")])
+    args = ["export", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "export")]
+    result = CliRunner().invoke(
+        main, [*args, "--variant", "fp32", "--variant", "fused", "--variant", "int8", "--verify-pairs", "64"]
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
-    assert manifest["verification_passed"] and manifest["seconds"]["total"] > 0
+    verdicts = {name: v["verification"]["verdict"] for name, v in manifest["variants"].items()}
+    assert verdicts["fp32"] == verdicts["fused"] == "PASS" and verdicts["int8"] in ("PASS", "INCONCLUSIVE"), verdicts
+    assert manifest["seconds"]["total"] > 0
     fused = manifest["variants"]["fused"]["fusion"]["scoring"]["operators"]
     assert fused["Attention"] == 12 and fused["EmbedLayerNormalization"] == 1
     worst = max(c["max_abs_logit_diff"] for c in manifest["variants"]["fused"]["verification"]["cases"])
