@@ -319,13 +319,26 @@ def _fmt(value: object, spec: str) -> str:
     return format(value, spec)
 
 
+def _decisive(c: pd.Series) -> str:
+    """MLM agreement on decisive predictions and how many there were ("-" when none)."""
+    n = int(c["mlm_decisive"])
+    return f"{_floor_pct(c['mlm_decisive_agreement'])} ({n:,})" if n else "- (0)"
+
+
+def _floor_pct(value: float) -> str:
+    """Percent rounded down, so 99.999 % agreement never reads as 100.00 %."""
+    return "-" if math.isnan(value) else f"{math.floor(value * 10_000) / 100:.2f}%"
+
+
 def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
     """A compact fixed-width table for the terminal (quality, speed, verdict per runtime), a banner
     that says "match" only when every verdict is PASS, the reasons for every other verdict, and
-    whether each runtime changes accuracy."""
+    whether each runtime changes accuracy. MLM agreement is shown over all masked predictions and
+    over the decisive ones (reference margin ≥ tol_margin), with their count."""
     columns = [("runtime", 16, "s"), ("prec", 5, "s"), ("pairs", 8, ","), ("failed", 6, ","),
                ("mlm_loss", 8, ".4f"), ("mlm_acc", 7, ".2%"), ("nsp_acc", 7, ".2%"), ("pairs/s", 9, ",.1f"),
-               ("p95_ms", 8, ".1f"), ("max|Δlogit|", 11, ".2e"), ("agree", 7, ".2%"), ("verdict", 12, "s")]  # fmt: skip
+               ("p95_ms", 8, ".1f"), ("max|Δlogit|", 11, ".2e"), ("mlm_agree", 9, "s"), ("decisive (n)", 18, "s"),
+               ("verdict", 12, "s")]  # fmt: skip
     rows = comparison.set_index("runtime") if not comparison.empty else None
     lines = [
         "  ".join(f"{title:>{width}}" if i else f"{title:<{width}}" for i, (title, width, _) in enumerate(columns))
@@ -335,7 +348,7 @@ def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
         values = [m["runtime"], m["precision"], m["n_pairs"], m["n_failed"], m["mlm_loss"], m["mlm_accuracy"],
                   m["nsp_accuracy"], m["pairs_per_second"], m["p95_ms"],
                   None if c is None else c["max_abs_mlm_logit_diff"],
-                  None if c is None else c["mlm_agreement"], m["verdict"]]  # fmt: skip
+                  None if c is None else _floor_pct(c["mlm_agreement"]), None if c is None else _decisive(c), m["verdict"]]  # fmt: skip
         cells = [_fmt(v, spec) for v, (_, _, spec) in zip(values, columns, strict=True)]
         lines.append(
             "  ".join(
