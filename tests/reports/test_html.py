@@ -35,7 +35,7 @@ def test_report_has_every_section_and_verdicts(html: str) -> None:
         assert text in html
     assert '<span class="badge pass">PASS</span>' in html
     assert '<span class="badge fail">FAIL</span>' in html
-    assert "Not every runtime is shown to match torch-cpu" in html and "<strong>ort-cpu-int8</strong>: FAIL" in html
+    assert "Not every runtime is shown to match torch-cpu" in html and "<strong><bdi>ort-cpu-int8</bdi></strong>: FAIL" in html
     assert "51.25 %" in html and "46.79 % – 55.69 %" in html  # accuracy with its interval
     assert "99.16 %" in html and "tol ≥ 99.0 %" in html and "judged on decisive" in html
     assert "2 flips of 240" in html and "1 of 120" in html  # all and decisive counts are both shown
@@ -86,7 +86,7 @@ def test_report_renders_recorded_verdicts_and_never_rejudges(tmp_path: Path) -> 
     assert len(IMG_SRC.findall(html)) == 3
     rows = html.split('id="comparison"')[1].split("<tbody>")[1].split("</tbody>")[0]
     assert '<span class="badge pass">PASS</span>' not in rows and '<span class="badge fail">FAIL</span>' in rows
-    assert "<strong>ort-cpu</strong>: FAIL" in html and "recorded FAIL" in html
+    assert "<strong><bdi>ort-cpu</bdi></strong>: FAIL" in html and "recorded FAIL" in html
 
 
 def test_fallback_is_never_shown_as_passed(tmp_path: Path) -> None:
