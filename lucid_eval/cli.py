@@ -11,46 +11,73 @@ from lucid_eval import __version__
 VARIANT_NAMES = ("fp32", "fused", "int8", "fp16")
 
 
-def fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+class LucidGroup(click.Group):
+    """Turns every error that is the user's to fix into one line (`Error: ...`, exit 1): ours
+    (lucid_eval.errors.UserError), bad values (ValueError) and file-system failures (OSError: no
+    such file, permission denied, disk full). Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from lucid_eval.errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except (UserError, ValueError, OSError) as exc:
+            message = " ".join(str(exc).split()) if isinstance(exc, OSError) else str(exc)
+            raise click.ClickException(message or type(exc).__name__) from exc
+
+
+def _columns(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, str] | None:
+    from lucid_eval.harness.corpus import parse_columns
+
+    try:
+        return parse_columns(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _distinct(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    if repeated := sorted({v for v in value if value.count(v) > 1}):
+        raise click.BadParameter(f"{', '.join(repeated)} given more than once")
+    return value
 
 
 TOLERANCE_HELP = "Repeatable PRECISION.FIELD=VALUE, e.g. int8.agreement=0.98 (fields: logit, agreement, loss, agreement_on, margin, confidence)."
 STRICT_HELP = "Exit 3 on any verdict but PASS (INCONCLUSIVE, FALLBACK, NOT VERIFIED), not only on FAIL."
 
 
-@click.group()
+@click.group(cls=LucidGroup)
 @click.version_option(__version__, prog_name="lucid-eval")
 def main() -> None:
     """Prove an exported BERT pretraining model is the same model on every runtime."""
 
 
 @main.command()
-@click.option("--model", "model", required=True, type=click.Path(path_type=Path), help="HF-format checkpoint dir.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Export directory to write.")
-@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option("--model", "model", required=True, help="HF-format checkpoint dir, or 'demo' (the shipped model).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Export directory: new or empty, or an earlier export with --force.")
+@click.option("--force", is_flag=True, help="Replace the export in OUT (kept until the new one has verified).")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 20), help="ONNX opset.")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANT_NAMES), help="Repeatable; default all.")
 @click.option("--verify-pairs", default=1000, show_default=True, type=click.IntRange(0, 1400),
               help="Short text pairs verified beyond the three shape cases (more pairs, firmer verdicts).")
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP)
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
-def export(model: Path, out: Path, opset: int, variants: tuple[str, ...], verify_pairs: int,
+def export(model: str, out: Path, force: bool, opset: int, variants: tuple[str, ...], verify_pairs: int,
            tolerances: tuple[str, ...], strict: bool) -> None:  # fmt: skip
     """Export MODEL to verified ONNX graphs (full + scoring) in OUT."""
     import sys
 
-    from lucid_eval.export import ExportConfig, export_model
-    from lucid_eval.export.verify import ExportVerificationError
-    from lucid_eval.models.checkpoints import CheckpointError
+    from lucid_eval.export import ExportConfig, ExportVerificationError, export_model
     from lucid_eval.tolerances import parse_overrides
     from lucid_eval.verdict import Verdict, exit_code
 
+    config = ExportConfig(model=Path(model), out=out, opset=opset, variants=variants or VARIANT_NAMES, force=force,
+                          verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances))  # fmt: skip
     try:
-        config = ExportConfig(model=model, out=out, opset=opset, variants=variants or VARIANT_NAMES,
-                              verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances))  # fmt: skip
         manifest = export_model(config)
-    except (ExportVerificationError, CheckpointError, ValueError) as exc:
-        raise fail(exc) from exc
+    except ExportVerificationError as exc:  # a verdict, not a usage error: exit 3 as score does
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(3)
     for name, info in manifest["variants"].items():
         verification = info["verification"]
         click.echo(f"{name:6s} {info['precision']:5s} {info['device']:5s} {verification['verdict']}")
@@ -65,13 +92,10 @@ def export(model: Path, out: Path, opset: int, variants: tuple[str, ...], verify
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), help="Also check which variants it has.")
 def runtimes(export_dir: Path | None) -> None:
     """List the runtimes and whether each can run on this machine (and why not)."""
-    from lucid_eval.export import ExportBundle, ExportError
+    from lucid_eval.export import ExportBundle
     from lucid_eval.runtimes import runtime_status
 
-    try:
-        bundle = ExportBundle.load(export_dir) if export_dir else None
-    except ExportError as exc:
-        raise fail(exc) from exc
+    bundle = ExportBundle.load(export_dir) if export_dir else None
     for spec, ok, reason in runtime_status(bundle):
         click.echo(f"{spec.name:15s} {'yes' if ok else 'no ':3s}  {spec.description}" + ("" if ok else f"\n{'':20s}{reason}"))
         if bundle is not None and spec.backend == "ort" and spec.variant in bundle.variants:
@@ -83,36 +107,34 @@ def runtimes(export_dir: Path | None) -> None:
 @main.command()
 @click.argument("docs")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="TSV to write (id, text_a, text_b, nsp_label).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--n-pairs", type=int, help="At most this many pairs (default: one per sentence).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--n-pairs", type=click.IntRange(1), help="At most this many pairs (default: one per sentence).")
 def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
     """Turn a plain-text corpus of DOCS into BERT-style NSP pairs (50 % consecutive, 50 % random).
 
     DOCS 'builtin' gives the held-out documents of the built-in corpus (what the demo scores)."""
-    from lucid_eval.harness.pairs import build_pairs, read_documents, write_pairs_tsv
+    from lucid_eval.data.pairs import build_pairs, read_documents, write_pairs_tsv
 
-    try:
-        if docs == "builtin":
-            from lucid_eval.data.corpus import write_heldout_pairs
+    if docs == "builtin":
+        from lucid_eval.data.corpus import write_heldout_pairs
 
-            written = write_heldout_pairs(out, n_pairs=n_pairs, seed=seed)
-        else:
-            if not Path(docs).is_file():
-                raise FileNotFoundError(f"{docs} is not a file (or use 'builtin')")
-            written = write_pairs_tsv(build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs), out)
-    except (ValueError, FileNotFoundError) as exc:
-        raise fail(exc) from exc
+        written = write_heldout_pairs(out, n_pairs=n_pairs, seed=seed)
+    else:
+        if not Path(docs).is_file():
+            raise FileNotFoundError(f"{docs} is not a file (or use 'builtin')")
+        written = write_pairs_tsv(build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs), out)
     click.echo(f"wrote {written} pairs to {out}")
 
 
 @main.command()
 @click.option("--model", required=True, help="Checkpoint dir, 'demo' or 'bert-base-random'.")
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runtime", "runtimes", multiple=True, help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.")
+@click.option("--runtime", "runtimes", multiple=True, callback=_distinct,
+              help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Measure the usual PyTorch loop.")
-@click.option("--threads", type=int, help="Threads per runtime (default: all cores).")
-@click.option("--max-length", default=128, show_default=True)
-@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--threads", type=click.IntRange(1), help="Threads per runtime (default: all cores).")
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(5))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, threads: int | None, max_length: int, out: Path) -> None:
     """Measure runtimes side by side against the usual PyTorch evaluation loop."""
     import shlex
@@ -124,10 +146,7 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, t
                          max_length=max_length, command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
     if threads:
         config.threads = threads
-    try:
-        table = run_bench(config, echo=click.echo)
-    except (FileNotFoundError, ValueError) as exc:
-        raise fail(exc) from exc
+    table = run_bench(config, echo=click.echo)
     columns = ["name", "pairs_per_second", "speedup", "mlm_loss", "mlm_accuracy", "nsp_accuracy", "roofline", "peak_rss_mb"]
     click.echo(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     click.echo(f"wrote {out / 'bench.csv'} and {out / 'bench.html'}")
@@ -136,43 +155,48 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, t
 @main.command()
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runtime", "runtimes", multiple=True, help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory for CSVs and report.html.")
+@click.option("--runtime", "runtimes", multiple=True, callback=_distinct,
+              help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory for CSVs and report.html.")
 @click.option("--format", "fmt", type=click.Choice(["tsv", "csv", "jsonl"]), help="Corpus format (default: from the extension).")
-@click.option("--seed", default=0, show_default=True, help="Mask seed: same seed and corpus, same masks.")
-@click.option("--max-length", default=128, show_default=True, help="Pairs are truncated to this many tokens.")
-@click.option("--token-budget", default=8192, show_default=True, help="Padded tokens per batch.")
-@click.option("--threads", type=int, help="Intra-op threads per runtime (default: all cores).")
+@click.option("--columns", metavar="NAME=COLUMN,...", callback=_columns,
+              help="The corpus's names for text_a, text_b, nsp_label, id, e.g. text_a=sentence1,text_b=sentence2,nsp_label=label.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Mask seed: same seed and corpus, same masks.")
+@click.option("--max-length", default=128, show_default=True, type=click.IntRange(5),
+              help="Pairs are truncated to this many tokens ([CLS] a [SEP] b [SEP]: at least 5).")
+@click.option("--token-budget", default=8192, show_default=True, type=click.IntRange(5),
+              help="Padded tokens per batch; at least --max-length.")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads per runtime (default: all cores).")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
 @click.option("--allow-fallback", is_flag=True, help="Let a CUDA runtime fall back to the CPU (its verdict is FALLBACK).")
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP + " Applied to the export's tolerances.")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
-def score(export_dir, corpus, runtimes, out, fmt, seed, max_length, token_budget, threads, on_error, resume, allow_fallback,
+def score(export_dir, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget, threads, on_error, resume, allow_fallback,
           tolerances, strict) -> None:  # fmt: skip
     """Score a corpus of text pairs on several runtimes with identical masks, and compare them."""
     import shlex
     import sys
 
-    from lucid_eval.export import ExportError
-    from lucid_eval.harness import RunError, RunInterrupted, ScoreConfig
+    from lucid_eval.harness import RunInterrupted, ScoreConfig
     from lucid_eval.harness import score as run_score
-    from lucid_eval.harness.corpus import CorpusError
-    from lucid_eval.runtimes import RuntimeUnavailable
+    from lucid_eval.reports import build_report
 
+    if token_budget < max_length:
+        raise click.BadParameter(f"{token_budget} is less than --max-length {max_length}: no batch could hold a pair",
+                                 param_hint="--token-budget")  # fmt: skip
     try:
         config = ScoreConfig(
             export_dir=export_dir, corpus=corpus, out_dir=out, runtimes=list(runtimes or ("torch-cpu", "ort-cpu")), fmt=fmt,
             seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
             resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
-            tolerance_overrides=tolerances,
+            tolerance_overrides=tolerances, columns=columns,
         )  # fmt: skip
-        result = run_score(config, echo=click.echo)
+        result = run_score(config, echo=click.echo, report=build_report)
     except RunInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(130)
-    except (RunError, CorpusError, RuntimeUnavailable, ExportError, ValueError) as exc:
-        raise fail(exc) from exc
     click.echo(result.summary())
     click.echo(f"report: {result.report}")
     sys.exit(result.exit_code(strict))
@@ -184,18 +208,15 @@ def report(run_dir: Path) -> None:
     """Rebuild RUN_DIR/report.html from its CSV files and run.json."""
     from lucid_eval.reports import build_report
 
-    try:
-        click.echo(f"report: {build_report(run_dir)}")
-    except (FileNotFoundError, ValueError) as exc:
-        raise fail(exc) from exc
+    click.echo(f"report: {build_report(run_dir)}")
 
 
 @main.command()
 @click.option("--out", default=Path("reports/demo"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--model", default="demo", show_default=True, help="Checkpoint dir instead of the shipped demo model.")
-@click.option("--n-pairs", default=1000, show_default=True, help="Held-out pairs to score.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--threads", type=int, help="Threads per runtime (default: all cores).")
+@click.option("--n-pairs", default=1000, show_default=True, type=click.IntRange(1), help="Held-out pairs to score.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--threads", type=click.IntRange(1), help="Threads per runtime (default: all cores).")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None, strict: bool) -> None:
     """Score held-out built-in text pairs with the shipped checkpoint on every runtime available here."""
@@ -203,15 +224,10 @@ def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None, st
     import sys
 
     from lucid_eval.demo import DemoConfig, run_demo
-    from lucid_eval.export import ExportError
-    from lucid_eval.harness import RunError
 
     config = DemoConfig(out=out, model=model, n_pairs=n_pairs, seed=seed, threads=threads,
                         command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
-    try:
-        result = run_demo(config, echo=click.echo)
-    except (RunError, ExportError, FileNotFoundError, ValueError) as exc:
-        raise fail(exc) from exc
+    result = run_demo(config, echo=click.echo)
     click.echo(result.summary())
     click.echo(f"report: {result.report.resolve()}")
     sys.exit(result.exit_code(strict))
@@ -221,19 +237,16 @@ def demo(out: Path, model: str, n_pairs: int, seed: int, threads: int | None, st
 @click.argument("corpus")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint dir to write (HF format).")
 @click.option("--preset", default="demo", show_default=True, help="Recipe: 'demo' (the shipped model) or 'tiny'.")
-@click.option("--steps", type=int, help="Override the preset's optimisation steps.")
-@click.option("--seed", type=int, help="Override the preset's seed.")
+@click.option("--steps", type=click.IntRange(1), help="Override the preset's optimisation steps.")
+@click.option("--seed", type=click.IntRange(0), help="Override the preset's seed.")
 def pretrain(corpus: str, out: Path, preset: str, steps: int | None, seed: int | None) -> None:
     """Pretrain a small BERT from scratch on CORPUS ('builtin' or a plain-text file of documents)."""
     from lucid_eval.train.pretrain import PretrainConfig
     from lucid_eval.train.pretrain import pretrain as run_pretrain
 
     overrides = {k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None}
-    try:
-        config = PretrainConfig.preset(preset, **overrides)
-        result = run_pretrain(None if corpus == "builtin" else Path(corpus), out, config)
-    except (FileNotFoundError, ValueError) as exc:
-        raise fail(exc) from exc
+    config = PretrainConfig.preset(preset, **overrides)
+    result = run_pretrain(None if corpus == "builtin" else Path(corpus), out, config)
     final = ", ".join(f"{k} {v:.4f}" for k, v in result.final.items())
     click.echo(f"held-out: {final}; most-frequent-token MLM baseline {result.baseline_mlm_accuracy:.4f}")
     click.echo(f"checkpoint written to {out} in {result.seconds:.0f} s")

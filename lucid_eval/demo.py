@@ -77,8 +77,9 @@ def _heldout_mismatch(checkpoint: Path, pairs_meta: Path) -> str | None:
 def run_demo(config: DemoConfig, echo=print) -> RunResult:
     from lucid_eval.data.corpus import write_heldout_pairs
     from lucid_eval.export import ExportBundle
-    from lucid_eval.models.named import resolve_checkpoint
+    from lucid_eval.reports import build_report
     from lucid_eval.runtimes import runtime_status
+    from lucid_eval.train.named import resolve_checkpoint
 
     config.cache.mkdir(parents=True, exist_ok=True)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -111,4 +112,5 @@ def run_demo(config: DemoConfig, echo=print) -> RunResult:
             command=config.command,
         ),
         echo=echo,
+        report=build_report,
     )

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lucid_eval.errors import UserError
 
-class IsolatedError(RuntimeError):
+
+class IsolatedError(UserError, RuntimeError):
     """The child process died without reporting a result (killed, out of memory, crashed)."""
 
 

@@ -44,7 +44,7 @@ def _cpu_name() -> str:
 def prepare_export(config: BenchConfig) -> Path:
     """Export the model into OUT/export once; a verified export of the same source is reused."""
     from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
-    from lucid_eval.models.named import resolve_checkpoint
+    from lucid_eval.train.named import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(config.model, config.out / "models").resolve()
     export_dir = config.out / f"export-{checkpoint.name}"

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from lucid_eval.harness.pairs import build_pairs, split_sentences, write_pairs_tsv
+from lucid_eval.data.pairs import build_pairs, split_sentences, write_pairs_tsv
 
 MIN_SENTENCES = 2
 MIN_WORDS = 4

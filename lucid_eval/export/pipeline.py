@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -18,17 +19,27 @@ import onnxruntime
 import torch
 
 from lucid_eval import __version__
-from lucid_eval.export.bundle import CHECKPOINT_DIR, MANIFEST, ExportBundle, sha256_file
+from lucid_eval.export.bundle import (
+    CHECKPOINT_DIR,
+    GRAPHS,
+    MANIFEST,
+    VARIANTS,
+    ExportBundle,
+    ExportError,
+    is_export_dir,
+    sha256_file,
+)
 from lucid_eval.export.graphs import INT8_OP_TYPES, convert_fp16, export_onnx, fuse, quantize_int8
-from lucid_eval.export.verify import GRAPHS, ExportVerificationError, build_cases, verify_variants
+from lucid_eval.export.verify import ExportVerificationError, build_cases, verify_variants
 from lucid_eval.isolated import run_isolated
-from lucid_eval.models.checkpoints import CheckpointError
+from lucid_eval.locking import exclusive_lock
+from lucid_eval.models.checkpoints import CheckpointError, checkpoint_path
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.tolerances import TOLERANCES, Tolerances, tolerances_as_dict
 from lucid_eval.verdict import Verdict, not_verified, worst
 
-VARIANTS = ("fp32", "fused", "int8", "fp16")
+MIN_OPSET, MAX_OPSET = 14, 20  # torch.onnx.export (TorchScript) writes up to 20
 PRECISION = {"fp32": "fp32", "fused": "fp32", "int8": "int8", "fp16": "fp16"}
 
 
@@ -43,6 +54,7 @@ class ExportConfig:
     tolerances: Tolerances = field(default_factory=lambda: dict(TOLERANCES))
     int8_per_channel: bool = True
     int8_reduce_range: bool = False
+    force: bool = False  # replace an existing export in `out`
 
 
 def _quantize(
@@ -84,21 +96,84 @@ def _vocab_sha256(tokenizer: BERTTokenizerFast) -> str:
 
 
 def _cuda_available() -> tuple[bool, str]:
-    from lucid_eval.runtimes.ort_session import cuda_provider_status
+    from lucid_eval.export.sessions import cuda_provider_status
 
     return cuda_provider_status()
 
 
 def export_model(config: ExportConfig) -> dict[str, Any]:
-    """Export, optimise, quantise and verify; returns the manifest. Raises ExportVerificationError
-    (after writing the manifest with the numbers) when any variant misses its tolerance."""
+    """Export, optimise, quantise and verify into a fresh directory beside `config.out`, then move
+    it into place; returns the manifest. Nothing in `out` changes unless the new export verifies:
+    a non-empty `out` that is not a lucid-eval export is refused, an existing export is replaced
+    only with `force` (and kept until the new one is complete). Raises ExportVerificationError
+    when any variant misses its tolerance, keeping the failed export beside `out` for inspection."""
     unknown = set(config.variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    if not MIN_OPSET <= config.opset <= MAX_OPSET:
+        raise ValueError(f"opset {config.opset} is not supported; choose {MIN_OPSET}–{MAX_OPSET} (default 17)")
+    out = Path(config.out)
+    check_destination(out, config.force)
     started = time.perf_counter()
     model, tokenizer = load_checkpoint(Path(config.model))
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out.parent / f".{out.name}.lock", f"an export into {out}"):
+        check_destination(out, config.force)  # again, now that no other export can change it
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed export; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            manifest = _export_into(staging, model, tokenizer, config, started)
+        except ExportVerificationError as exc:
+            kept = out.with_name(f"{out.name}.failed-{datetime.now():%Y%m%d-%H%M%S}")
+            staging.rename(kept)
+            raise ExportVerificationError(
+                f"{exc}\n{out} is unchanged; the failed export and its numbers are in {kept}"
+            ) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _move_into_place(staging, out)
+    return manifest
+
+
+def check_destination(out: Path, force: bool) -> None:
+    """Refuse an `out` that is a file, holds files lucid-eval did not write, or holds an export
+    that would be replaced without `force`."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_export_dir(out):
+        names = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ExportError(f"--out {out} is not empty and is not a lucid-eval export (it holds {shown}); "
+                          "choose a new or empty directory")  # fmt: skip
+    if not force:
+        raise ExportError(f"--out {out} already holds a lucid-eval export; pass --force to replace it "
+                          "(the old export stays until the new one is complete and verified)")  # fmt: skip
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished export to `out`; an old export is renamed aside first, restored if the
+    second rename fails, and deleted only once the new one is in place."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+    out.rename(old)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old)
+
+
+def _export_into(
+    out: Path, model: BERTForPreTraining, tokenizer: BERTTokenizerFast, config: ExportConfig, started: float
+) -> dict[str, Any]:
+    """Write every file of the export into the empty directory `out` and verify it."""
     model.save_pretrained(out / CHECKPOINT_DIR)
     tokenizer.save_pretrained(out)
     cfg = model.config
@@ -183,7 +258,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     manifest = {
         "lucid_eval_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source_checkpoint": str(Path(config.model).resolve()),
+        "source_checkpoint": str(checkpoint_path(config.model).resolve()),
         "model_config": asdict(cfg),
         "vocab_size": tokenizer.vocab_size,
         "vocab_sha256": _vocab_sha256(tokenizer),

@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lucid_eval.errors import UserError
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.scoring import FULL_INPUTS, SCORING_INPUTS, SCORING_OUTPUTS, BERTScorer
 from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.tolerances import Tolerance, decisive
 from lucid_eval.verdict import Agreement, Evidence, Verdict, judge, worst
 
-GRAPHS = ("full", "scoring")
 PAIR_BATCH = 16
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(UserError, RuntimeError):
     """An exported graph does not reproduce the PyTorch model within the stated tolerances."""
 
 
@@ -194,7 +194,7 @@ def verify_variants(
 ) -> dict[str, dict[str, Any]]:
     """Run both graphs of every variant on every case against PyTorch; each variant's verification
     record (verdict, reasons, per-graph checks and evidence, per-case numbers) for the manifest."""
-    from lucid_eval.runtimes.ort_session import make_session
+    from lucid_eval.export.sessions import make_session
 
     sessions = {
         (v, g): make_session(path, device, allow_fallback=allow_fallback)

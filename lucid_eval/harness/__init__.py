@@ -1,5 +1,15 @@
-"""Scoring harness: corpora in, identical masked batches through every runtime, run tables out."""
+"""Scoring harness: corpora in, identical masked batches through every runtime, run tables out.
 
-from lucid_eval.harness.run import RunError, RunInterrupted, RunResult, ScoreConfig, score
+The names below load lazily: `lucid_eval.harness.tables` and `lucid_eval.harness.corpus` stay free
+of torch and onnxruntime, so the report layer can read run tables without them."""
+
+from importlib import import_module
+from typing import Any
 
 __all__ = ["RunError", "RunInterrupted", "RunResult", "ScoreConfig", "score"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(import_module("lucid_eval.harness.run"), name)
+    raise AttributeError(f"module 'lucid_eval.harness' has no attribute {name!r}")

@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lucid_eval.harness.scoring import Scores, flips_vs_reference
-from lucid_eval.models.tokenizer import BERTTokenizerFast
-from lucid_eval.reports.tables import (
+from lucid_eval.harness.tables import (
     COMPARISON_SCHEMA,
     EXAMPLES_SCHEMA,
     FLIPS_SCHEMA,
@@ -23,6 +22,7 @@ from lucid_eval.reports.tables import (
     coerce_table,
     empty_table,
 )
+from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.runtimes.base import RuntimeInfo
 from lucid_eval.tolerances import Tolerance, Tolerances, decisive, tolerance_for
 from lucid_eval.verdict import (

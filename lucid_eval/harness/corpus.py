@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from lucid_eval.data.pairs import PairRecord  # the record type; defined with the pair builder
+
 REQUIRED_COLUMNS = ("text_a", "text_b")
 LABEL_COLUMN = "nsp_label"
 ID_COLUMN = "id"
@@ -50,18 +52,6 @@ _DELIMITERS = {"tsv": "\t", "csv": ","}
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISSOCK, "a socket"))
 # surrogateescape turns undecodable bytes into lone surrogates; any surrogate marks invalid UTF-8.
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass(frozen=True, slots=True)
-class PairRecord:
-    """One accepted text pair; `index` counts accepted records, `line` is where the row starts."""
-
-    index: int
-    id: str
-    line: int
-    text_a: str
-    text_b: str
-    nsp_label: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lucid_eval import __version__
+from lucid_eval.errors import UserError
 from lucid_eval.harness.compare import (
     comparison_table,
     examples_table,
@@ -33,7 +35,17 @@ from lucid_eval.harness.compare import (
 from lucid_eval.harness.corpus import CorpusReader, sha256_file
 from lucid_eval.harness.masking import encode_chunk
 from lucid_eval.harness.scoring import Scores, score_chunk, stop_on_sigint
-from lucid_eval.reports import REJECTED_SCHEMA, atomic_write_text, build_report, coerce_table, write_run_tables
+from lucid_eval.harness.tables import (
+    REJECTED_SCHEMA,
+    REPORT_FILE,
+    RUN_INFO_FILE,
+    SCHEMAS,
+    atomic_write_text,
+    coerce_table,
+    temp_files,
+    write_run_tables,
+)
+from lucid_eval.locking import LockError, exclusive_lock
 from lucid_eval.runtimes.base import Runtime, RuntimeInfo, RuntimeUnavailable
 from lucid_eval.tolerances import Tolerances, parse_overrides, tolerance_for, tolerances_as_dict
 from lucid_eval.verdict import Verdict, exit_code
@@ -44,7 +56,7 @@ LOCK_FILE = ".lock"
 JOURNAL_FORMAT = 1
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """The run cannot start or go on as asked (locked directory, journal conflict); says what to do."""
 
 
@@ -74,6 +86,7 @@ class ScoreConfig:
     progress: bool = True
     command: str = ""
     tolerance_overrides: tuple[str, ...] = ()  # 'PRECISION.FIELD=VALUE', applied to the export's tolerances
+    columns: dict[str, str] | None = None  # our column name -> the corpus's, e.g. {"nsp_label": "label"}
 
     def __post_init__(self) -> None:
         parse_overrides(self.tolerance_overrides)  # a mistyped override fails before any work
@@ -103,7 +116,7 @@ class RunResult:
     flips: pd.DataFrame
     rejected: pd.DataFrame
     run_info: dict[str, Any]
-    report: Path
+    report: Path | None  # the HTML report, when score() was given a builder (the CLI's is lucid_eval.reports)
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -126,45 +139,91 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-# ---- lock ------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    return True
+# ---- lock and run directory -------------------------------------------------------------------------
+# What `score` writes into OUT; a folder holding any of these that no run of ours wrote is refused.
+OUTPUT_FILES = (*(f"{name}.csv" for name in SCHEMAS), "examples.parquet", RUN_INFO_FILE, REPORT_FILE)
 
 
 @contextlib.contextmanager
 def run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold OUT/.lock (O_EXCL, holding our pid); a lock whose process is gone (kill -9) is taken over."""
+    """Hold OUT/.lock (a flock, so a run killed with -9 leaves a lock file the next run simply takes over)."""
     path = out_dir / LOCK_FILE
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                text = path.read_text(errors="replace").strip()
-            except FileNotFoundError:
-                continue  # released meanwhile
-            if text.isdigit() and not _pid_alive(int(text)):
-                path.unlink(missing_ok=True)  # stale: its run died without cleaning up
-                continue
-            raise RunError(
-                f"{out_dir} is in use by another lucid-eval run (process {text or '?'} holds {path}); wait for it "
-                f"to finish or choose another output directory (delete {path} only if no run is using it)"
-            ) from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise RunError(f"could not take the lock {path}: it keeps reappearing")
     try:
-        yield
-    finally:
+        with exclusive_lock(path, str(out_dir)):
+            yield
+    except LockError as exc:
+        if exc.path != path:  # raised inside the block by another lock, not ours
+            raise
+        holder = f"process {exc.pid}" if exc.pid else "another process"
+        raise RunError(
+            f"{out_dir} is in use by another lucid-eval run ({holder} holds {path}); wait for it to finish "
+            f"or choose another output directory"
+        ) from None
+
+
+def _is_run_dir(out: Path) -> bool:
+    """Whether a lucid-eval run wrote into `out`: it holds our journal, or our run.json."""
+    if (out / JOURNAL_DIR / JOURNAL_FILE).is_file():
+        return True
+    try:
+        info = json.loads((out / RUN_INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and isinstance(info.get("versions"), dict) and "lucid_eval" in info["versions"]
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """Refuse to overwrite files of the run's names in a folder that no lucid-eval run wrote."""
+    in_the_way = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if in_the_way and not _is_run_dir(out):
+        raise RunError(
+            f"{out} is not a lucid-eval run directory and holds {', '.join(in_the_way)}, which scoring would "
+            f"overwrite; choose another output directory (--out), e.g. a new one"
+        )
+
+
+def _remove_temp_files(out: Path) -> None:
+    """Remove temp files our atomic writes leave when a run is killed mid-write (call under the lock)."""
+    journal = out / JOURNAL_DIR
+    leftovers = [*temp_files(out, OUTPUT_FILES), *temp_files(journal, [JOURNAL_FILE]), *journal.glob("chunk-*.npz.tmp")]
+    for path in leftovers:
         path.unlink(missing_ok=True)
+
+
+def _remove_unjournaled(out: Path) -> None:
+    """After a failed run that journaled no chunk: remove its journal files (call under the lock)."""
+    journal = out / JOURNAL_DIR
+    if (journal / JOURNAL_FILE).exists():
+        return
+    _remove_temp_files(out)
+    for stray in journal.glob("chunk-*.npz"):  # written before journal.json listed them
+        stray.unlink()
+    with contextlib.suppress(OSError):
+        journal.rmdir()
+
+
+@contextlib.contextmanager
+def run_directory(out: Path) -> Iterator[None]:
+    """Create OUT if needed and hold its lock for the run; refuse a folder of someone else's files,
+    and remove temp files a killed run left. A run that fails before journaling any chunk removes
+    its journal files and the directories it created; rmdir keeps any that something else was put
+    into meanwhile."""
+    created = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(out):
+            _refuse_foreign_files(out)
+            _remove_temp_files(out)
+            try:
+                yield
+            except BaseException:
+                _remove_unjournaled(out)
+                raise
+    except BaseException:
+        for directory in created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
 
 
 # ---- journal ---------------------------------------------------------------------------------------
@@ -216,11 +275,14 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True)
         target = self._file(k)
         tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **scores.to_arrays())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **scores.to_arrays())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         index = scores.shared["index"]
         self.chunks[k] = {"chunk": k, "file": target.name, "first_index": int(index[0]), "n_pairs": len(index)}
         state = {
@@ -235,12 +297,19 @@ class Journal:
         """A journaled chunk, checked against the corpus rows it must cover."""
         entry = self.chunks[k]
         if (entry["first_index"], entry["n_pairs"]) != (first_index, n_pairs):
-            raise RunError(f"journal chunk {k} covers other pairs than the corpus now yields; start a new run")
+            raise RunError(f"journal chunk {k} covers other pairs than the corpus now yields; {self._start_over()}")
         try:
             with np.load(self._file(k), allow_pickle=False) as data:
                 return Scores.from_arrays({key: data[key] for key in data.files}, self.names)
         except (OSError, ValueError, KeyError) as exc:
-            raise RunError(f"journal chunk {self._file(k)} is unreadable ({exc}); start a new run") from exc
+            raise RunError(f"journal chunk {self._file(k)} is unreadable ({exc}); {self._start_over()}") from exc
+
+    def _start_over(self) -> str:
+        """How to rescore from scratch: a run refuses a directory whose journal it cannot resume."""
+        return (
+            f"it cannot be resumed: to score from the start, delete the journal (rm -r {shlex.quote(str(self.dir))}) "
+            f"and run again, or choose another output directory"
+        )
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -318,7 +387,8 @@ def _run_info(
         "token_budget": config.token_budget,
         "max_batch": config.max_batch,
         "chunk_size": config.chunk_size,
-        "corpus": {"path": str(config.corpus), "sha256": journal.fingerprint["corpus_sha256"], "format": reader.fmt},
+        "corpus": {"path": str(config.corpus), "sha256": journal.fingerprint["corpus_sha256"], "format": reader.fmt,
+                   "columns": dict(config.columns or {}), "warnings": list(reader.warnings)},  # fmt: skip
         "export": {"dir": str(getattr(bundle, "path", config.export_dir)), "manifest_sha256": bundle.manifest_sha256},
         "reference": config.runtimes[0],
         "runtimes": list(config.runtimes),
@@ -342,9 +412,9 @@ def verify_unverified(
     """Verify, before any scoring, each requested graph that was NOT VERIFIED at export (e.g. fp16
     exported where no CUDA device was): on the runtime's device, with the export's own cases.
     A FAIL stops the run with the numbers; every result goes into run.json."""
+    from lucid_eval.export.sessions import ProviderError
     from lucid_eval.export.verify import verify_bundle_variant
     from lucid_eval.runtimes import spec
-    from lucid_eval.runtimes.ort_session import ProviderError
 
     records: dict[str, dict[str, Any]] = {}
     for name in config.runtimes:
@@ -374,11 +444,13 @@ def score(
     bundle: Any = None,
     runtime_factory: Callable[[str], Runtime] | None = None,
     echo: Callable[[str], None] = lambda line: None,
+    report: Callable[[Path], Path] | None = None,
 ) -> RunResult:
     """Score `config.corpus` on every runtime with identical masked inputs and write the run directory.
 
     `bundle` defaults to ExportBundle.load(config.export_dir); `runtime_factory` (name -> Runtime)
-    defaults to lucid_eval.runtimes.create_runtime over that bundle.
+    defaults to lucid_eval.runtimes.create_runtime over that bundle. `report` builds the HTML report
+    from the written tables (the harness sits below the report layer, so the caller passes it).
     """
     if bundle is None:
         from lucid_eval.export.bundle import ExportBundle
@@ -391,11 +463,13 @@ def score(
     tolerances = parse_overrides(config.tolerance_overrides, getattr(bundle, "tolerances", None))
     factory = runtime_factory or _default_factory(config, bundle)
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     names = list(config.runtimes)
-    with run_lock(out):
-        reader = CorpusReader(config.corpus, config.fmt, config.on_error)
+    with run_directory(out):
+        reader = CorpusReader(config.corpus, config.fmt, config.on_error, columns=config.columns)
+        for warning in reader.warnings:
+            echo(f"warning: {warning}")
         fingerprint = {
+            **({"corpus_columns": dict(config.columns)} if config.columns else {}),
             "corpus_sha256": sha256_file(config.corpus),
             "corpus_format": reader.fmt,
             "export_manifest_sha256": bundle.manifest_sha256,
@@ -440,5 +514,5 @@ def score(
             rejected=rejected,
             run_info=run_info,
         )
-        report = build_report(out)
-    return RunResult(out, metrics, comparison, examples, flips, rejected, run_info, report)
+        page = report(out) if report else None  # while the run still holds its directory
+    return RunResult(out, metrics, comparison, examples, flips, rejected, run_info, page)

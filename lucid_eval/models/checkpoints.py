@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
+from lucid_eval.errors import UserError
 from lucid_eval.models.config import BERTConfig
+from lucid_eval.models.named import DEMO_DIR
 
 if TYPE_CHECKING:
     from lucid_eval.models.model import BERTForPreTraining
@@ -32,7 +34,7 @@ HEAD_BIAS = "cls.predictions.bias"
 IGNORED_KEYS = re.compile(r"^(bert\.)?embeddings\.(position_ids|token_type_ids)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not match the model it is loaded into."""
 
 
@@ -56,7 +58,10 @@ def read_state_dict(path: Path, map_location: str = "cpu") -> dict[str, torch.Te
         else:
             raise CheckpointError(f"{path} has neither {SAFETENSORS_NAME} nor {BIN_NAME}")
     if path.suffix == ".safetensors":
-        return load_file(str(path), device=map_location)
+        try:
+            return load_file(str(path), device=map_location)
+        except Exception as exc:  # SafetensorError: empty, truncated or not a safetensors file
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); is it complete?") from exc
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle with arbitrary objects is refused, not executed
@@ -115,15 +120,29 @@ def model_state_names(model: BERTForPreTraining) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(cls: type[BERTForPreTraining], path: str | Path, map_location: str = "cpu") -> BERTForPreTraining:
-    path = Path(path)
+    path = checkpoint_path(path)
     config_path = path / CONFIG_NAME if path.is_dir() else path.parent / CONFIG_NAME
     if not config_path.exists():
         raise CheckpointError(f"no {CONFIG_NAME} next to the weights at {path}")
-    model = cls(BERTConfig.from_json_file(config_path))
+    try:
+        config = BERTConfig.from_json_file(config_path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    model = cls(config)
     state = remap_state_dict(read_state_dict(path, map_location), model_state_names(model))
     model.load_state_dict(state, strict=False)  # strictness is enforced by remap_state_dict
     model.tie_weights()
     return model.eval()
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """`path` as a checkpoint location; the name "demo" means the shipped demo checkpoint unless a
+    directory of that name exists here. A path that does not exist is an error that says so."""
+    if str(path) == "demo" and not Path(path).exists():
+        return DEMO_DIR
+    if not Path(path).exists():
+        raise CheckpointError(f"checkpoint {path}: no such file or directory")
+    return Path(path)
 
 
 def save_pretrained(model: BERTForPreTraining, path: str | Path) -> None:

@@ -12,6 +12,11 @@ GELU_EXACT = ("gelu",)
 GELU_TANH = ("gelu_tanh", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
+# Field annotation -> accepted JSON types, and how an error names them; nothing converts silently.
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
 @dataclass
 class BERTConfig:
     """Hyper-parameters of a BERT encoder and its pretraining heads (HF field names)."""
@@ -40,6 +45,14 @@ class BERTConfig:
     chunk_size_feed_forward: int = 0
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, _TYPES[f.type]) or (f.type != "bool" and isinstance(value, bool)):
+                raise ValueError(f"{f.name} must be {_TYPE_NAMES[f.type]}, got {value!r}")
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")  # fmt: skip
+        if bad := [f"{name} {getattr(self, name)}" for name in sizes if getattr(self, name) < 1]:
+            raise ValueError(f"sizes must be positive: {', '.join(bad)}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
@@ -58,6 +71,8 @@ class BERTConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BERTConfig:
         """Build from an HF or lucid config dict; keys that do not shape the model are ignored."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         if data.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {data['position_embedding_type']!r} is not supported")
@@ -82,7 +97,10 @@ class BERTConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> BERTConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: {exc}") from exc
 
     def to_json_file(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,7 +1,6 @@
 """Run tables on disk and the self-contained HTML report; never imports torch or onnxruntime."""
 
-from lucid_eval.reports.html import build_report, render_report, report_context
-from lucid_eval.reports.tables import (
+from lucid_eval.harness.tables import (  # the run tables the report reads
     COMPARISON_SCHEMA,
     EXAMPLES_SCHEMA,
     FLIPS_SCHEMA,
@@ -14,6 +13,7 @@ from lucid_eval.reports.tables import (
     load_run,
     write_run_tables,
 )
+from lucid_eval.reports.html import build_report, render_report, report_context
 
 __all__ = [
     "COMPARISON_SCHEMA",

@@ -11,9 +11,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lucid_eval import __version__
+from lucid_eval.harness.tables import atomic_write_text
 from lucid_eval.reports.html import _environment
 from lucid_eval.reports.plots import figure_to_data_uri, runtime_colors
-from lucid_eval.reports.tables import atomic_write_text
 
 SHOWN = {
     "name": "Runtime",

@@ -22,8 +22,8 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from lucid_eval import __version__
+from lucid_eval.harness.tables import REPORT_FILE, RunTables, atomic_write_text, load_run
 from lucid_eval.reports.plots import accuracy_figure, logit_diff_figure, throughput_figure
-from lucid_eval.reports.tables import REPORT_FILE, RunTables, atomic_write_text, load_run
 from lucid_eval.verdict import VERDICT_HELP, Verdict
 
 FLIPS_SHOWN = 200

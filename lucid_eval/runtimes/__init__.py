@@ -60,7 +60,7 @@ def runtime_status(bundle: ExportBundle | None = None) -> list[tuple[RuntimeSpec
     """Every runtime with whether it can run here and, if not, why."""
     import torch
 
-    from lucid_eval.runtimes.ort_session import cuda_provider_status
+    from lucid_eval.export.sessions import cuda_provider_status
 
     ort_cuda = cuda_provider_status()
     rows = []

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from lucid_eval.errors import UserError
 from lucid_eval.models.scoring import SCORING_OUTPUTS
 
 
@@ -79,7 +80,7 @@ class RuntimeInfo:
     fallback: str = ""  # why it runs somewhere other than requested (--allow-fallback); empty when it does not
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(UserError, RuntimeError):
     """This runtime cannot run on this machine; the message says why."""
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from lucid_eval.export.sessions import ProviderError, SessionResult, make_session
 from lucid_eval.models.scoring import SCORING_OUTPUTS
 from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, RuntimeUnavailable, ScoreOutputs
-from lucid_eval.runtimes.ort_session import ProviderError, SessionResult, make_session
 
 
 class OrtRuntime(Runtime):

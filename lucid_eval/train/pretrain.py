@@ -34,7 +34,7 @@ from lucid_eval.data.corpus import (
     python_version,
     split_documents,
 )
-from lucid_eval.harness.pairs import build_pairs, read_documents
+from lucid_eval.data.pairs import build_pairs, read_documents
 from lucid_eval.models.config import BERTConfig
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.tokenizer import BERTTokenizerFast

@@ -22,7 +22,27 @@ def test_export_command_writes_a_verified_export(tiny_checkpoint, tmp_path):
 
 def test_export_of_a_missing_checkpoint_fails_clearly(tmp_path):
     result = CliRunner().invoke(main, ["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "no config.json" in result.output
+    assert result.exit_code == 1 and "nope: no such file or directory" in result.output
+
+
+def test_export_that_fails_verification_exits_3_and_leaves_out_alone(tiny_checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    import lucid_eval.export.graphs as graphs
+
+    original = graphs.export_model_for_onnx
+
+    def perturbed(model):
+        clone = original(model)
+        with torch.no_grad():
+            clone.cls.predictions.bias.add_(torch.linspace(0, 0.01, clone.config.vocab_size))
+        return clone
+
+    monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
+    args = ["export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "e"), "--variant", "fp32", "--verify-pairs", "16"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3 and "fp32: full graph: max |Δ MLM logit|" in result.output
+    assert not (tmp_path / "e").exists() and list(tmp_path.glob("e.failed-*"))
 
 
 def test_runtimes_command_lists_reasons(tiny_export):

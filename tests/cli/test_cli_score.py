@@ -3,7 +3,6 @@
 import csv
 import json
 import pydoc_data.topics
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,10 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from lucid_eval.cli import main
-from lucid_eval.harness.pairs import split_sentences
+from lucid_eval.data.pairs import split_sentences
 
 SCRIPT = "<script>document.body.setAttribute('data-pwned','yes')</script>"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "test-artifacts"
 
 
 def pairs(n: int = 60) -> list[dict]:
@@ -77,18 +75,17 @@ def test_same_seed_same_reference_metrics_and_other_seed_other_masks(tiny_export
 
 
 def test_report_renders_and_corpus_script_does_not_run(tiny_export, tmp_path, browser):
-    corpus = write_corpus(tmp_path / "corpus.tsv", pairs())
+    rejected = {"id": "bad", "text_a": SCRIPT, "text_b": "shown in the rejected rows", "nsp_label": "<b>7</b>"}
+    corpus = write_corpus(tmp_path / "corpus.tsv", [*pairs(), rejected])
     score(tiny_export, corpus, tmp_path / "run")
     page = tmp_path / "run" / "report.html"
-    assert "&lt;script&gt;" in page.read_text() or SCRIPT not in page.read_text()
+    assert SCRIPT not in page.read_text() and "&lt;script&gt;" in page.read_text()  # shown, escaped
     dom = browser(page, "--dump-dom").stdout
     assert "<table" in dom and "<img" in dom
     assert 'data-pwned="yes"' not in dom
     png = tmp_path / "report.png"
     browser(page, f"--screenshot={png}", "--window-size=1280,2400")
     assert png.read_bytes().startswith(b"\x89PNG")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(png, ARTIFACTS / "score-report.png")
 
 
 def test_report_command_rebuilds_html(tiny_export, tmp_path):
@@ -100,7 +97,7 @@ def test_report_command_rebuilds_html(tiny_export, tmp_path):
 
 
 def test_unavailable_cuda_runtime_is_a_clear_error(tiny_export, tmp_path):
-    from lucid_eval.runtimes.ort_session import cuda_provider_status
+    from lucid_eval.export.sessions import cuda_provider_status
 
     if cuda_provider_status()[0]:
         pytest.skip("CUDA works here")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from test_cli_score import pairs, write_corpus
 
 from lucid_eval.cli import main
-from lucid_eval.runtimes.ort_session import cuda_provider_status
+from lucid_eval.export.sessions import cuda_provider_status
 from lucid_eval.verdict import EXIT_VERDICT
 
 

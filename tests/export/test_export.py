@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lucid_eval.export import ExportBundle, ExportConfig, ExportError, ExportVerificationError, export_model
+from lucid_eval.export.sessions import make_session
 from lucid_eval.export.verify import build_cases
 from lucid_eval.models.model import BERTForPreTraining
-from lucid_eval.runtimes.ort_session import make_session
 
 
 def test_manifest_records_everything(tiny_export, tiny_config):
@@ -123,12 +123,13 @@ def test_verification_fails_loudly_with_numbers(tiny_checkpoint, tmp_path, monke
     monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
     with pytest.raises(ExportVerificationError, match=r"fp32: full graph: max \|Δ MLM logit\| [\d.e-]+ > 0.0001"):
         export_model(ExportConfig(model=tiny_checkpoint, out=tmp_path / "bad", variants=("fp32",), verify_pairs=16))
-    manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
+    [kept] = tmp_path.glob("bad.failed-*")  # --out stays untouched; the evidence is kept beside it
+    manifest = json.loads((kept / "manifest.json").read_text())
     assert manifest["verdict"] == "FAIL"
     cases = manifest["variants"]["fp32"]["verification"]["cases"]
     assert any(c["case"] == "padded batch 8" and c["max_abs_logit_diff"] > 1e-4 for c in cases)
     with pytest.raises(ExportError, match="failed verification at export time"):
-        ExportBundle.load(tmp_path / "bad")
+        ExportBundle.load(kept)
 
 
 def test_tampered_or_truncated_graph_is_refused(tiny_export, tmp_path):

@@ -1,6 +1,5 @@
 """report.html in a real browser: it renders, logs no console errors, and runs no injected code."""
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from lucid_eval.reports import build_report, write_run_tables
 sys.path.insert(0, str(Path(__file__).parent))  # shared synthetic run; this folder has no conftest
 from test_tables import synthetic_run  # noqa: E402
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "reports" / "test-artifacts"
 # Would mark <body> if the browser ever ran it; escaped, it is only text.
 PWN = "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">"
 @pytest.fixture(scope="module")
@@ -29,8 +27,6 @@ def test_report_screenshot(report: Path, tmp_path: Path, browser) -> None:
     assert png.is_file(), result.stderr[-2000:]
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 50_000  # a blank page compresses to a few KB
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(png, ARTIFACTS / "report.png")
 
 
 def test_report_dom(report: Path, browser) -> None:

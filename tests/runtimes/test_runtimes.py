@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lucid_eval.export import ExportBundle
+from lucid_eval.export.sessions import cuda_provider_status
 from lucid_eval.export.verify import build_cases
 from lucid_eval.runtimes import Batch, RuntimeUnavailable, create_runtime, runtime_status, spec
-from lucid_eval.runtimes.ort_session import cuda_provider_status
 
 
 def cuda_reason() -> str | None:

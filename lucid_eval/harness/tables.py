@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -178,19 +179,28 @@ class RunTables:
 
 @contextlib.contextmanager
 def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success move it into place with os.replace."""
+    """Yield a temp path beside `path`; on success move it into place with os.replace.
+
+    The temp file is removed on any error; one left by a killed process is named
+    `.NAME.XXXXXXXX.tmp`, which `temp_files` finds."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; keep the old file's mode, else the usual 0644.
-    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
     try:
+        os.close(fd)
+        # mkstemp creates 0600 files; keep the old file's mode, else the usual 0644.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         yield tmp
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temp_files(directory: Path, names: Iterable[str]) -> list[Path]:
+    """The temp files that atomic writes of `names` in `directory` left behind (killed mid-write)."""
+    pattern = re.compile(rf"\.(?:{'|'.join(map(re.escape, names))})\.[a-z0-9_]+\.tmp")
+    return sorted(path for path in directory.glob(".*.tmp") if pattern.fullmatch(path.name))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

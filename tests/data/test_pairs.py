@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lucid_eval.data.pairs import build_pairs, read_documents, split_sentences, write_pairs_tsv
 from lucid_eval.harness.corpus import CorpusReader
-from lucid_eval.harness.pairs import build_pairs, read_documents, split_sentences, write_pairs_tsv
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from lucid_eval.errors import UserError
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-class ProviderError(RuntimeError):
+class ProviderError(UserError, RuntimeError):
     """The requested execution provider is not active in the session."""
 
 

@@ -10,9 +10,21 @@ import csv
 import random
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from lucid_eval.harness.corpus import PairRecord
+
+@dataclass(frozen=True, slots=True)
+class PairRecord:
+    """One accepted text pair; `index` counts accepted records, `line` is where the row starts."""
+
+    index: int
+    id: str
+    line: int
+    text_a: str
+    text_b: str
+    nsp_label: int | None
+
 
 # WikiText "= Title =" / "= = Section = =" / "==Section==" and Markdown ATX "# Heading".
 _WIKI_HEADING = re.compile(r"^\s*(=(?:\s*=)*)\s*[^=\s].*?\s*(=(?:\s*=)*)\s*$")
