@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny tokenizer trained on CPython's docs, and a tiny model that matches it."""
+"""Shared fixtures: a tiny tokenizer trained on CPython's docs, and a tiny model that matches it.
+
+The tokenizer comes from the deterministic WordPiece trainer, so every session sees the same
+vocabulary and therefore the same inputs (the `tokenizers` trainer numbers pieces differently per process)."""
 
 import pydoc_data.topics
 from pathlib import Path
@@ -13,7 +16,9 @@ BERT_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "bert-bas
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> BERTTokenizerFast:
-    return BERTTokenizerFast.train(list(pydoc_data.topics.topics.values()), vocab_size=1000)
+    from lucid_eval.train.wordpiece import train_wordpiece
+
+    return train_wordpiece(list(pydoc_data.topics.topics.values()), vocab_size=1000)
 
 
 @pytest.fixture(scope="session")

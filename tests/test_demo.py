@@ -1,11 +1,13 @@
 """`lucid-eval demo` end to end on a small slice of the held-out pairs, with the shipped checkpoint."""
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from lucid_eval.cli import main
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("LUCID_EVAL_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"

@@ -5,12 +5,14 @@ import json
 import pydoc_data.topics
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from lucid_eval.cli import main
-from lucid_eval.harness.pairs import split_sentences
+from lucid_eval.data.pairs import split_sentences
 
 
+@pytest.mark.slow
 def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     sentences = [s for v in list(pydoc_data.topics.topics.values())[:5] for s in split_sentences(v) if len(s) > 30]
     corpus = tmp_path / "pairs.tsv"

@@ -26,7 +26,7 @@ def batch_with_padding(vocab_size: int, B: int = 3, T: int = 16):
     return ids, mask, types, labels, torch.tensor([0, 1, 0])
 
 
-@pytest.mark.parametrize("name", ["tiny", "base"])
+@pytest.mark.parametrize("name", ["tiny", pytest.param("base", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("direction", ["ours->hf", "hf->ours"])
 def test_same_outputs_and_losses_as_transformers(tmp_path, name, direction):
     config = BERTConfig.tiny() if name == "tiny" else BERTConfig.base()

@@ -3,6 +3,7 @@
 import textwrap
 from dataclasses import asdict
 
+import pytest
 import torch
 
 from lucid_eval import BERTConfig
@@ -38,6 +39,7 @@ base = models.bert_for_pre_training_base()
 """
 
 
+@pytest.mark.slow
 def test_seed_example_runs(tiny_checkpoint, tmp_path, capsys):
     namespace = {
         "VOCAB_FILE": str(tiny_checkpoint / "vocab.txt"),
