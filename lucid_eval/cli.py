@@ -53,13 +53,22 @@ def main() -> None:
 
 @main.command()
 @click.option("--model", "model", required=True, help="HF-format checkpoint dir, or 'demo' (the shipped model).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Export directory: new or empty, or an earlier export with --force.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Export directory: new or empty, or an earlier export with --force.",
+)
 @click.option("--force", is_flag=True, help="Replace the export in OUT (kept until the new one has verified).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 20), help="ONNX opset.")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANT_NAMES), help="Repeatable; default all.")
-@click.option("--verify-pairs", default=1000, show_default=True, type=click.IntRange(0, 1400),
-              help="Short text pairs verified beyond the three shape cases (more pairs, firmer verdicts).")
+@click.option(
+    "--verify-pairs",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(0, 1400),
+    help="Short text pairs verified beyond the three shape cases (more pairs, firmer verdicts).",
+)
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP)
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 def export(model: str, out: Path, force: bool, opset: int, variants: tuple[str, ...], verify_pairs: int,
@@ -97,7 +106,9 @@ def runtimes(export_dir: Path | None) -> None:
 
     bundle = ExportBundle.load(export_dir) if export_dir else None
     for spec, ok, reason in runtime_status(bundle):
-        click.echo(f"{spec.name:15s} {'yes' if ok else 'no ':3s}  {spec.description}" + ("" if ok else f"\n{'':20s}{reason}"))
+        click.echo(
+            f"{spec.name:15s} {'yes' if ok else 'no ':3s}  {spec.description}" + ("" if ok else f"\n{'':20s}{reason}")
+        )
         if bundle is not None and spec.backend == "ort" and spec.variant in bundle.variants:
             verification = bundle.verification(spec.variant)
             lines = [f"{spec.variant} graphs: {verification['verdict']}", *verification["reasons"]]
@@ -106,7 +117,9 @@ def runtimes(export_dir: Path | None) -> None:
 
 @main.command()
 @click.argument("docs")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="TSV to write (id, text_a, text_b, nsp_label).")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="TSV to write (id, text_a, text_b, nsp_label)."
+)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--n-pairs", type=click.IntRange(1), help="At most this many pairs (default: one per sentence).")
 def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
@@ -129,13 +142,20 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
 @main.command()
 @click.option("--model", required=True, help="Checkpoint dir, 'demo' or 'bert-base-random'.")
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runtime", "runtimes", multiple=True, callback=_distinct,
-              help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.")
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    callback=_distinct,
+    help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.",
+)
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Measure the usual PyTorch loop.")
 @click.option("--threads", type=click.IntRange(1), help="Threads per runtime (default: all cores).")
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(5))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, threads: int | None, max_length: int, out: Path) -> None:
+def bench(
+    model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, threads: int | None, max_length: int, out: Path
+) -> None:
     """Measure runtimes side by side against the usual PyTorch evaluation loop."""
     import shlex
     import sys
@@ -147,30 +167,70 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, t
     if threads:
         config.threads = threads
     table = run_bench(config, echo=click.echo)
-    columns = ["name", "pairs_per_second", "speedup", "mlm_loss", "mlm_accuracy", "nsp_accuracy", "roofline", "peak_rss_mb"]
+    columns = [
+        "name",
+        "pairs_per_second",
+        "speedup",
+        "mlm_loss",
+        "mlm_accuracy",
+        "nsp_accuracy",
+        "roofline",
+        "peak_rss_mb",
+    ]
     click.echo(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     click.echo(f"wrote {out / 'bench.csv'} and {out / 'bench.html'}")
 
 
 @main.command()
-@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
+@click.option(
+    "--export", "export_dir", required=True, type=click.Path(path_type=Path), help="Export dir (lucid-eval export)."
+)
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runtime", "runtimes", multiple=True, callback=_distinct,
-              help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory for CSVs and report.html.")
-@click.option("--format", "fmt", type=click.Choice(["tsv", "csv", "jsonl"]), help="Corpus format (default: from the extension).")
-@click.option("--columns", metavar="NAME=COLUMN,...", callback=_columns,
-              help="The corpus's names for text_a, text_b, nsp_label, id, e.g. text_a=sentence1,text_b=sentence2,nsp_label=label.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Mask seed: same seed and corpus, same masks.")
-@click.option("--max-length", default=128, show_default=True, type=click.IntRange(5),
-              help="Pairs are truncated to this many tokens ([CLS] a [SEP] b [SEP]: at least 5).")
-@click.option("--token-budget", default=8192, show_default=True, type=click.IntRange(5),
-              help="Padded tokens per batch; at least --max-length.")
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    callback=_distinct,
+    help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory for CSVs and report.html.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["tsv", "csv", "jsonl"]), help="Corpus format (default: from the extension)."
+)
+@click.option(
+    "--columns",
+    metavar="NAME=COLUMN,...",
+    callback=_columns,
+    help="The corpus's names for text_a, text_b, nsp_label, id, e.g. text_a=sentence1,text_b=sentence2,nsp_label=label.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0), help="Mask seed: same seed and corpus, same masks."
+)
+@click.option(
+    "--max-length",
+    default=128,
+    show_default=True,
+    type=click.IntRange(5),
+    help="Pairs are truncated to this many tokens ([CLS] a [SEP] b [SEP]: at least 5).",
+)
+@click.option(
+    "--token-budget",
+    default=8192,
+    show_default=True,
+    type=click.IntRange(5),
+    help="Padded tokens per batch; at least --max-length.",
+)
 @click.option("--threads", type=click.IntRange(1), help="Intra-op threads per runtime (default: all cores).")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
-@click.option("--allow-fallback", is_flag=True, help="Let a CUDA runtime fall back to the CPU (its verdict is FALLBACK).")
+@click.option(
+    "--allow-fallback", is_flag=True, help="Let a CUDA runtime fall back to the CPU (its verdict is FALLBACK)."
+)
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP + " Applied to the export's tolerances.")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 def score(export_dir, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget, threads, on_error, resume, allow_fallback,

@@ -29,7 +29,10 @@ class Tolerance:
             (self.logit is None or self.logit >= 0, f"logit must be >= 0 or none, got {self.logit}"),
             (0.0 < self.agreement <= 1.0, f"agreement must be in (0, 1], got {self.agreement}"),
             (self.loss >= 0, f"loss must be >= 0, got {self.loss}"),
-            (self.agreement_on in AGREEMENT_SETS, f"agreement_on must be one of {AGREEMENT_SETS}, got {self.agreement_on!r}"),
+            (
+                self.agreement_on in AGREEMENT_SETS,
+                f"agreement_on must be one of {AGREEMENT_SETS}, got {self.agreement_on!r}",
+            ),
             (self.margin >= 0, f"margin must be >= 0, got {self.margin}"),
             (0.5 <= self.confidence < 1.0, f"confidence must be in [0.5, 1), got {self.confidence}"),
         ]

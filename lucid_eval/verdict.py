@@ -223,14 +223,23 @@ def _judge_loss(name: str, shift: float | None, limit: float, task: str) -> Chec
     if math.isnan(shift):
         return Check(name, Verdict.INCONCLUSIVE, f"Δ mean {task} loss could not be measured (no data)")
     ok = abs(shift) <= limit
-    return Check(name, Verdict.PASS if ok else Verdict.FAIL, f"|Δ mean {task} loss| {abs(shift):.3g} {'≤' if ok else '>'} {limit:g}")
+    return Check(
+        name,
+        Verdict.PASS if ok else Verdict.FAIL,
+        f"|Δ mean {task} loss| {abs(shift):.3g} {'≤' if ok else '>'} {limit:g}",
+    )
 
 
 def judge_agreement(task: str, a: Agreement, tol: Tolerance) -> tuple[Check, tuple[float, float]]:
     """The agreement check of one task, and the flip-rate bounds of the judged set."""
     name = f"{task.lower()}_agreement"
     if tol.agreement_on == "decisive" and tol.margin > 0:
-        n, k, which, rule = a.decisive, a.decisive_flips, "decisive predictions", f" (reference margin ≥ {tol.margin:g})"
+        n, k, which, rule = (
+            a.decisive,
+            a.decisive_flips,
+            "decisive predictions",
+            f" (reference margin ≥ {tol.margin:g})",
+        )
     else:
         n, k, which, rule = a.compared, a.flips, "predictions", ""
     r = tol.max_flip_rate
@@ -242,7 +251,9 @@ def judge_agreement(task: str, a: Agreement, tol: Tolerance) -> tuple[Check, tup
     if r == 0:  # exact rule: agreement 1.0 allows no flip
         ok = k == 0
         return Check(name, Verdict.PASS if ok else Verdict.FAIL, f"{task}: {seen}; none allowed"), (lo, hi)
-    bounds = f"flip rate {100 * k / n:.2f} % (one-sided {100 * tol.confidence:g} % bounds {100 * lo:.2f}–{100 * hi:.2f} %)"
+    bounds = (
+        f"flip rate {100 * k / n:.2f} % (one-sided {100 * tol.confidence:g} % bounds {100 * lo:.2f}–{100 * hi:.2f} %)"
+    )
     if hi <= r:
         return Check(name, Verdict.PASS, f"{task}: {seen}; {bounds} ≤ {100 * r:g} %"), (lo, hi)
     if lo > r:

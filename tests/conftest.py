@@ -59,7 +59,6 @@ def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
     return out
 
 
-
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

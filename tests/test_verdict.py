@@ -39,7 +39,9 @@ def test_three_percent_flips_on_enough_predictions_fail():
 def test_no_flips_in_twenty_predictions_is_inconclusive_and_says_how_many_are_needed():
     result = judge(evidence(Agreement(20, 0, 20, 0)), INT8)
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert "0 of 20 decisive predictions" in result.reasons[0] and "≥ 299 decisive predictions needed" in result.reasons[0]
+    assert (
+        "0 of 20 decisive predictions" in result.reasons[0] and "≥ 299 decisive predictions needed" in result.reasons[0]
+    )
 
 
 def test_no_flips_in_thousands_of_predictions_pass():
@@ -83,7 +85,9 @@ def test_verdict_order_and_exit_codes():
     assert worst([Verdict.FALLBACK, Verdict.FAIL]) is Verdict.FAIL and worst([]) is Verdict.PASS
     assert exit_code([Verdict.PASS, Verdict.INCONCLUSIVE], strict=False) == 0
     assert exit_code([Verdict.PASS, Verdict.INCONCLUSIVE], strict=True) == EXIT_VERDICT
-    assert exit_code([Verdict.FALLBACK], strict=True) == EXIT_VERDICT and exit_code([Verdict.FAIL], False) == EXIT_VERDICT
+    assert (
+        exit_code([Verdict.FALLBACK], strict=True) == EXIT_VERDICT and exit_code([Verdict.FAIL], False) == EXIT_VERDICT
+    )
 
 
 def _binomial_tail(k: int, n: int, p: float, upper: bool) -> float:
@@ -120,7 +124,9 @@ def test_mcnemar_and_paired_interval_match_a_hand_computed_case():
     p_lo = _solve(lambda p: _binomial_tail(3, 13, p, upper=True) - 0.025)
     p_hi = _solve(lambda p: 0.025 - _binomial_tail(3, 13, p, upper=False))
     assert (p_lo, p_hi) == (pytest.approx(0.0504, abs=1e-4), pytest.approx(0.5381, abs=1e-4))  # published tables
-    assert d.lo == pytest.approx(0.013 * (2 * p_lo - 1), abs=1e-9) and d.hi == pytest.approx(0.013 * (2 * p_hi - 1), abs=1e-9)
+    assert d.lo == pytest.approx(0.013 * (2 * p_lo - 1), abs=1e-9) and d.hi == pytest.approx(
+        0.013 * (2 * p_hi - 1), abs=1e-9
+    )
     same = paired_difference(0, 0, 500)
     assert (same.difference, same.p_value) == (0.0, 1.0) and math.isnan(paired_difference(0, 0, 0).p_value)
 
@@ -165,7 +171,9 @@ def test_reports_render_verdicts_and_never_judge():
 
 def test_export_and_harness_take_verdicts_from_the_one_judge():
     for module in ("export/verify.py", "harness/compare.py"):
-        assert "judge" in _imported_names(PACKAGE / module) and "lucid_eval.verdict" in _imported_names(PACKAGE / module)
+        assert "judge" in _imported_names(PACKAGE / module) and "lucid_eval.verdict" in _imported_names(
+            PACKAGE / module
+        )
     for path in PACKAGE.rglob("*.py"):
         if path.name != "verdict.py":
             tree = ast.parse(path.read_text(encoding="utf-8"))

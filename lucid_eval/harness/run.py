@@ -387,8 +387,13 @@ def _run_info(
         "token_budget": config.token_budget,
         "max_batch": config.max_batch,
         "chunk_size": config.chunk_size,
-        "corpus": {"path": str(config.corpus), "sha256": journal.fingerprint["corpus_sha256"], "format": reader.fmt,
-                   "columns": dict(config.columns or {}), "warnings": list(reader.warnings)},  # fmt: skip
+        "corpus": {
+            "path": str(config.corpus),
+            "sha256": journal.fingerprint["corpus_sha256"],
+            "format": reader.fmt,
+            "columns": dict(config.columns or {}),
+            "warnings": list(reader.warnings),
+        },  # fmt: skip
         "export": {"dir": str(getattr(bundle, "path", config.export_dir)), "manifest_sha256": bundle.manifest_sha256},
         "reference": config.runtimes[0],
         "runtimes": list(config.runtimes),
@@ -419,7 +424,11 @@ def verify_unverified(
     records: dict[str, dict[str, Any]] = {}
     for name in config.runtimes:
         s = spec(name)
-        if s.backend != "ort" or s.variant not in bundle.variants or bundle.verdict(s.variant) is not Verdict.NOT_VERIFIED:
+        if (
+            s.backend != "ort"
+            or s.variant not in bundle.variants
+            or bundle.verdict(s.variant) is not Verdict.NOT_VERIFIED
+        ):
             continue
         echo(f"verifying the {s.variant} graphs on {s.device} before scoring (not verified at export) ...")
         try:

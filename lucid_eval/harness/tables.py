@@ -232,9 +232,7 @@ def coerce_table(df: pd.DataFrame, schema: Schema, table: str = "table") -> pd.D
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise ValueError(f"{table} is missing contract columns: {', '.join(missing)}")
-    out = pd.DataFrame(
-        {c: _coerce_column(df[c].reset_index(drop=True), k, c) for c, k in schema.items()}
-    )
+    out = pd.DataFrame({c: _coerce_column(df[c].reset_index(drop=True), k, c) for c, k in schema.items()})
     for extra in (c for c in df.columns if c not in schema):
         out[extra] = df[extra].reset_index(drop=True)
     return out

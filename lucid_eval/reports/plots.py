@@ -18,8 +18,16 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 _PALETTE = (
-    "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3",
-    "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd",
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
 )
 _DPI = 144
 _WIDTH_IN = 11.0
@@ -73,8 +81,16 @@ def accuracy_figure(metrics: pd.DataFrame, reference: str | None) -> str | None:
         hi = metrics[f"{task}_accuracy_hi"].to_numpy(float)
         ax.set_title(f"{task.upper()} accuracy (95 % interval)", fontsize=11, color=_TEXT, loc="left")
         if np.isnan(acc).all():
-            ax.text(0.5, 0.5, "no NSP labels in this corpus", ha="center", va="center",
-                    transform=ax.transAxes, color="#777777", fontsize=10)
+            ax.text(
+                0.5,
+                0.5,
+                "no NSP labels in this corpus",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="#777777",
+                fontsize=10,
+            )
             ax.set_xticks([])
             continue
         for i, runtime in enumerate(runtimes):
@@ -83,10 +99,26 @@ def accuracy_figure(metrics: pd.DataFrame, reference: str | None) -> str | None:
             err = None
             if not (math.isnan(lo[i]) or math.isnan(hi[i])):
                 err = [[max(acc[i] - lo[i], 0.0)], [max(hi[i] - acc[i], 0.0)]]
-            ax.errorbar(acc[i], i, xerr=err, fmt="o", color=colors[runtime], ecolor=colors[runtime],
-                        capsize=5, markersize=7, elinewidth=2)
-            ax.annotate(f"{acc[i]:.2%}", (acc[i], i), xytext=(0, 8), textcoords="offset points",
-                        ha="center", fontsize=8, color=_TEXT)
+            ax.errorbar(
+                acc[i],
+                i,
+                xerr=err,
+                fmt="o",
+                color=colors[runtime],
+                ecolor=colors[runtime],
+                capsize=5,
+                markersize=7,
+                elinewidth=2,
+            )
+            ax.annotate(
+                f"{acc[i]:.2%}",
+                (acc[i], i),
+                xytext=(0, 8),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+                color=_TEXT,
+            )
         if reference in runtimes:
             ref = runtimes.index(reference)
             if not math.isnan(acc[ref]):
@@ -141,11 +173,16 @@ def logit_diff_figure(examples: pd.DataFrame, comparison: pd.DataFrame, referenc
     ax.set_ylim(0, 1.02)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "0" if math.isclose(v, floor) else f"{v:.0e}"))
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-    ax.set_xlabel("per-example max |Δ MLM logit| vs reference (log scale; grey band = exactly 0)",
-                  fontsize=9, color=_TEXT)
+    ax.set_xlabel(
+        "per-example max |Δ MLM logit| vs reference (log scale; grey band = exactly 0)", fontsize=9, color=_TEXT
+    )
     ax.set_ylabel("share of examples ≤ x", fontsize=9, color=_TEXT)
-    ax.set_title(f"How far each runtime's MLM logits are from {reference or 'the reference'}",
-                 fontsize=11, color=_TEXT, loc="left")
+    ax.set_title(
+        f"How far each runtime's MLM logits are from {reference or 'the reference'}",
+        fontsize=11,
+        color=_TEXT,
+        loc="left",
+    )
     ax.grid(color=_GRID, linewidth=0.8)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -156,8 +193,9 @@ def logit_diff_figure(examples: pd.DataFrame, comparison: pd.DataFrame, referenc
 def _bar_labels(ax: Axes, values: np.ndarray, fmt: str) -> None:
     for i, v in enumerate(values):
         if not math.isnan(v):
-            ax.annotate(format(v, fmt), (v, i), xytext=(4, 0), textcoords="offset points",
-                        va="center", fontsize=8, color=_TEXT)
+            ax.annotate(
+                format(v, fmt), (v, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color=_TEXT
+            )
 
 
 def throughput_figure(metrics: pd.DataFrame, reference: str | None) -> str | None:
@@ -185,8 +223,15 @@ def throughput_figure(metrics: pd.DataFrame, reference: str | None) -> str | Non
     ax.barh(rows, np.nan_to_num(p50), color=colors, height=0.6)
     for i in rows:
         if not math.isnan(p95[i]):
-            ax.annotate(f"p50 {p50[i]:.1f} · p95 {p95[i]:.1f} ms", (p95[i], i), xytext=(4, 0),
-                        textcoords="offset points", va="center", fontsize=8, color=_TEXT)
+            ax.annotate(
+                f"p50 {p50[i]:.1f} · p95 {p95[i]:.1f} ms",
+                (p95[i], i),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color=_TEXT,
+            )
     ax.set_title("latency, ms (lower is better)", fontsize=11, color=_TEXT, loc="left")
     ax.margins(x=0.6)
     legend = [Patch(color="#888888", label="p50"), Patch(color="#888888", alpha=0.35, label="p95")]

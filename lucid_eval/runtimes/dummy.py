@@ -100,12 +100,14 @@ class DummyRuntime(Runtime):
         token_loss = _logsumexp(logits) - target
         predictions = logits.argmax(-1).astype(np.int64)
         nsp_target = np.take_along_axis(nsp_logits, batch.next_sentence_labels[:, None], -1)[:, 0]
-        return ScoreOutputs.from_named(dict(
-            mlm_loss_sum=np.array([math.fsum(row) for row in token_loss * weights], dtype=np.float32),
-            mlm_correct=((predictions == batch.masked_lm_ids) * weights).sum(-1).astype(np.float32),
-            mlm_count=weights.sum(-1),
-            nsp_loss=(_logsumexp(nsp_logits) - nsp_target).astype(np.float32),
-            nsp_logits=nsp_logits,
-            mlm_predictions=predictions,
-            mlm_logits=logits,
-        ))
+        return ScoreOutputs.from_named(
+            dict(
+                mlm_loss_sum=np.array([math.fsum(row) for row in token_loss * weights], dtype=np.float32),
+                mlm_correct=((predictions == batch.masked_lm_ids) * weights).sum(-1).astype(np.float32),
+                mlm_count=weights.sum(-1),
+                nsp_loss=(_logsumexp(nsp_logits) - nsp_target).astype(np.float32),
+                nsp_logits=nsp_logits,
+                mlm_predictions=predictions,
+                mlm_logits=logits,
+            )
+        )

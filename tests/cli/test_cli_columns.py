@@ -17,13 +17,26 @@ def write(path, n=8):
 
 
 def score(export, corpus, out, *extra):
-    args = ["score", "--export", str(export), "--corpus", str(corpus), "--out", str(out), "--runtime", "torch-cpu", *extra]
+    args = [
+        "score",
+        "--export",
+        str(export),
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--runtime",
+        "torch-cpu",
+        *extra,
+    ]
     return CliRunner().invoke(main, args)
 
 
 def test_columns_map_the_corpus_names(tiny_export, tmp_path):
     corpus = write(tmp_path / "glue.csv")
-    result = score(tiny_export, corpus, tmp_path / "run", "--columns", "text_a=sentence1,text_b=sentence2,nsp_label=label,id=idx")
+    result = score(
+        tiny_export, corpus, tmp_path / "run", "--columns", "text_a=sentence1,text_b=sentence2,nsp_label=label,id=idx"
+    )
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["counts"]["scored"] == 8 and info["corpus"]["columns"]["nsp_label"] == "label"

@@ -14,7 +14,9 @@ def test_version_and_help():
 
 
 def test_export_command_writes_a_verified_export(tiny_checkpoint, tmp_path):
-    result = CliRunner().invoke(main, ["export", "--model", str(tiny_checkpoint), "--out", str(tmp_path), "--variant", "fused"])
+    result = CliRunner().invoke(
+        main, ["export", "--model", str(tiny_checkpoint), "--out", str(tmp_path), "--variant", "fused"]
+    )
     assert result.exit_code == 0, result.output
     assert "fused  fp32  cpu   PASS" in result.output
     assert json.loads((tmp_path / "manifest.json").read_text())["verdict"] == "PASS"
@@ -39,7 +41,17 @@ def test_export_that_fails_verification_exits_3_and_leaves_out_alone(tiny_checkp
         return clone
 
     monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
-    args = ["export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "e"), "--variant", "fp32", "--verify-pairs", "16"]
+    args = [
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path / "e"),
+        "--variant",
+        "fp32",
+        "--verify-pairs",
+        "16",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 3 and "fp32: full graph: max |Δ MLM logit|" in result.output
     assert not (tmp_path / "e").exists() and list(tmp_path.glob("e.failed-*"))

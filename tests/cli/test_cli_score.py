@@ -71,7 +71,10 @@ def test_same_seed_same_reference_metrics_and_other_seed_other_masks(tiny_export
         score(tiny_export, corpus, tmp_path / name, "--seed", seed)
         runs[name] = pd.read_csv(tmp_path / name / "metrics.csv").drop(columns=timing)
     pd.testing.assert_series_equal(runs["a"].iloc[0], runs["b"].iloc[0])
-    assert runs["a"].loc[0, "n_masked"] != runs["c"].loc[0, "n_masked"] or runs["a"].loc[0, "mlm_loss"] != runs["c"].loc[0, "mlm_loss"]
+    assert (
+        runs["a"].loc[0, "n_masked"] != runs["c"].loc[0, "n_masked"]
+        or runs["a"].loc[0, "mlm_loss"] != runs["c"].loc[0, "mlm_loss"]
+    )
 
 
 def test_report_renders_and_corpus_script_does_not_run(tiny_export, tmp_path, browser):

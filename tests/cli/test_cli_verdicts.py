@@ -86,11 +86,15 @@ def test_unverified_graphs_are_verified_before_scoring(unverified_export, corpus
     assert result.exit_code == 0, result.output
     assert "verifying the fused graphs on cpu before scoring (not verified at export)" in result.output
     late = json.loads((tmp_path / "run" / "run.json").read_text())["late_verification"]
-    assert late["fused@cpu"]["verdict"] == "PASS" and late["fused@cpu"]["graphs"]["scoring"]["evidence"]["mlm"]["compared"]
+    assert (
+        late["fused@cpu"]["verdict"] == "PASS" and late["fused@cpu"]["graphs"]["scoring"]["evidence"]["mlm"]["compared"]
+    )
 
 
 def test_unverified_graphs_that_fail_stop_the_run_with_numbers(unverified_export, corpus, tmp_path):
-    result = score(unverified_export, corpus, tmp_path / "run", ["torch-cpu", "ort-cpu"], "--tolerance", "fp32.logit=1e-12")
+    result = score(
+        unverified_export, corpus, tmp_path / "run", ["torch-cpu", "ort-cpu"], "--tolerance", "fp32.logit=1e-12"
+    )
     assert result.exit_code == 1
     assert "the fused graphs failed verification on cpu before scoring" in result.output
     assert "max |Δ MLM logit|" in result.output and "> 1e-12" in result.output
@@ -104,7 +108,11 @@ def test_tolerance_overrides_are_applied_recorded_and_shown(tiny_export, corpus,
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["tolerances"]["int8"]["agreement"] == 0.5 and info["tolerances"]["int8"]["agreement_on"] == "all"
     row = pd.read_csv(tmp_path / "run" / "comparison.csv", keep_default_na=False).iloc[0]
-    assert row["tol_agreement"] == 0.5 and row["tol_agreement_on"] == "all" and row["check_mlm_agreement"] != "INCONCLUSIVE"
+    assert (
+        row["tol_agreement"] == 0.5
+        and row["tol_agreement_on"] == "all"
+        and row["check_mlm_agreement"] != "INCONCLUSIVE"
+    )
     assert "judged on all: tol ≥ 50.0 %" in (tmp_path / "run" / "report.html").read_text()
     bad = score(tiny_export, corpus, tmp_path / "bad", ["torch-cpu"], "--tolerance", "int8.agreement=2")
     assert bad.exit_code == 1 and "agreement must be in (0, 1]" in bad.output

@@ -194,11 +194,17 @@ def test_int8_keeps_attention_fp32_when_full_quantization_fails(tiny_checkpoint,
         records = original(model, cases, variants, tolerances, device)
         calls.append(sorted(variants))
         if len(calls) == 1:
-            records["int8"] = {**records["int8"], "verdict": "FAIL", "reasons": ["scoring graph: |Δ mean NSP loss| 0.07 > 0.05"]}
+            records["int8"] = {
+                **records["int8"],
+                "verdict": "FAIL",
+                "reasons": ["scoring graph: |Δ mean NSP loss| 0.07 > 0.05"],
+            }
         return records
 
     monkeypatch.setattr(pipeline, "verify_variants", first_int8_fails)
-    manifest = export_model(ExportConfig(model=tiny_checkpoint, out=tmp_path / "e", variants=("int8",), verify_pairs=16))
+    manifest = export_model(
+        ExportConfig(model=tiny_checkpoint, out=tmp_path / "e", variants=("int8",), verify_pairs=16)
+    )
     int8 = manifest["variants"]["int8"]
     assert calls == [["int8"], ["int8"]] and int8["verification"]["verdict"] != "FAIL"
     assert int8["quantization"]["op_types"] == ["MatMul"]

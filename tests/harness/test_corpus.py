@@ -49,9 +49,7 @@ def only_rejection(path: Path, **kwargs) -> RejectedRow:
 
 
 def test_tsv_with_labels_ids_and_multiline_field(tmp_path):
-    records, reader = read_all(
-        tsv(tmp_path, "a1\tHello.\tWorld.\t0", '\t"Two\nlines."\tBar.\t1', "a3\tx\ty\t0")
-    )
+    records, reader = read_all(tsv(tmp_path, "a1\tHello.\tWorld.\t0", '\t"Two\nlines."\tBar.\t1', "a3\tx\ty\t0"))
     assert reader.has_labels
     assert records == [
         PairRecord(index=0, id="a1", line=2, text_a="Hello.", text_b="World.", nsp_label=0),
@@ -94,9 +92,7 @@ def test_format_from_extension_or_argument(tmp_path):
 
 
 def test_bom_stripped_and_crlf_line_ends(tmp_path):
-    path = write(
-        tmp_path / "c.tsv", "\ufeffid\ttext_a\ttext_b\tnsp_label\r\nx\tA.\tB.\t1\r\ny\tC.\tD.\t0\r\n"
-    )
+    path = write(tmp_path / "c.tsv", "\ufeffid\ttext_a\ttext_b\tnsp_label\r\nx\tA.\tB.\t1\r\ny\tC.\tD.\t0\r\n")
     records, reader = read_all(path)
     assert reader.has_labels
     assert [(r.id, r.line, r.text_a, r.text_b, r.nsp_label) for r in records] == [

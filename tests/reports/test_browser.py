@@ -12,6 +12,8 @@ from test_tables import synthetic_run  # noqa: E402
 
 # Would mark <body> if the browser ever ran it; escaped, it is only text.
 PWN = "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">"
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")

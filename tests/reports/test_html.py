@@ -35,7 +35,10 @@ def test_report_has_every_section_and_verdicts(html: str) -> None:
         assert text in html
     assert '<span class="badge pass">PASS</span>' in html
     assert '<span class="badge fail">FAIL</span>' in html
-    assert "Not every runtime is shown to match torch-cpu" in html and "<strong><bdi>ort-cpu-int8</bdi></strong>: FAIL" in html
+    assert (
+        "Not every runtime is shown to match torch-cpu" in html
+        and "<strong><bdi>ort-cpu-int8</bdi></strong>: FAIL" in html
+    )
     assert "51.25 %" in html and "46.79 % – 55.69 %" in html  # accuracy with its interval
     assert "99.16 %" in html and "tol ≥ 99.0 %" in html and "judged on decisive" in html
     assert "2 flips of 240" in html and "1 of 120" in html  # all and decisive counts are both shown
@@ -116,6 +119,8 @@ def test_reference_only_run(tmp_path: Path) -> None:
 
 def test_agreement_never_rounds_up_to_perfect(tmp_path: Path) -> None:
     frames = synthetic_run()
-    comparison = frames["comparison"].assign(mlm_agreement=[0.99999, 0.9875], n_mlm_flips=[1, 2], mlm_decisive_agreement=[0.99999, 0.9875])
+    comparison = frames["comparison"].assign(
+        mlm_agreement=[0.99999, 0.9875], n_mlm_flips=[1, 2], mlm_decisive_agreement=[0.99999, 0.9875]
+    )
     html = _report(tmp_path, comparison=comparison)
     assert "99.99 %" in html and "100.00 %" not in html
