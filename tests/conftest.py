@@ -49,6 +49,22 @@ def bert_vocab() -> Path:
     return BERT_VOCAB
 
 
+@pytest.fixture()
+def perturbed_export(monkeypatch):
+    """Export graphs whose MLM bias is shifted by up to 0.01, so fp32 verification must fail."""
+    import lucid_eval.export.graphs as graphs
+
+    original = graphs.export_model_for_onnx
+
+    def perturbed(model):
+        clone = original(model)
+        with torch.no_grad():
+            clone.cls.predictions.bias.add_(torch.linspace(0, 0.01, clone.config.vocab_size))
+        return clone
+
+    monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
     """A verified export of the tiny checkpoint with every variant."""

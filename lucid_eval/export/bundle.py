@@ -6,7 +6,6 @@ DIR/tokenizer files, DIR/<variant>/{full,scoring}.onnx for variant in fp32, fuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lucid_eval.errors import UserError
+from lucid_eval.files import sha256_file
 from lucid_eval.models.config import BERTConfig
 from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.tolerances import Tolerances, tolerances_from_dict
@@ -29,14 +29,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 class ExportError(UserError, ValueError):
     """An export directory that is missing, inconsistent, corrupt, or unverified."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_export_dir(path: Path) -> bool:

@@ -21,7 +21,6 @@ reason, so a run can report exactly which lines of a user's corpus were left out
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 import stat
@@ -81,15 +80,6 @@ class CorpusError(ValueError):
         self.reason = reason
         where = self.path if line is None else f"{self.path} line {line}"
         super().__init__(f"{where}: {reason}")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in blocks, so run provenance can pin the exact corpus."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_columns(text: str) -> dict[str, str]:

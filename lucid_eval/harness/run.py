@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lucid_eval import __version__
 from lucid_eval.errors import UserError
+from lucid_eval.files import sha256_file
 from lucid_eval.harness.compare import (
     comparison_table,
     examples_table,
@@ -32,7 +33,7 @@ from lucid_eval.harness.compare import (
     summary_table,
     with_verdicts,
 )
-from lucid_eval.harness.corpus import CorpusReader, sha256_file
+from lucid_eval.harness.corpus import CorpusReader
 from lucid_eval.harness.masking import encode_chunk
 from lucid_eval.harness.scoring import Scores, score_chunk, stop_on_sigint
 from lucid_eval.harness.tables import (
@@ -249,7 +250,7 @@ class Journal:
             return journal
         if not resume:
             raise RunError(
-                f"{out_dir} already holds a scoring run ({path}); pass --resume (resume=True) to continue "
+                f"{out_dir} already holds a scoring run ({path}); pass --resume to continue "
                 f"or rebuild it, or choose another output directory"
             )
         state = json.loads(path.read_text(encoding="utf-8"))
@@ -322,7 +323,7 @@ def _default_factory(config: ScoreConfig, bundle: Any) -> Callable[[str], Runtim
 def _interrupted(journal: Journal) -> RunInterrupted:
     return RunInterrupted(
         f"interrupted: {len(journal.chunks)} finished chunk(s) are saved in {journal.dir}; "
-        "run the same command with --resume (resume=True) to continue"
+        "run the same command with --resume to continue"
     )
 
 

@@ -27,20 +27,7 @@ def test_export_of_a_missing_checkpoint_fails_clearly(tmp_path):
     assert result.exit_code == 1 and "nope: no such file or directory" in result.output
 
 
-def test_export_that_fails_verification_exits_3_and_leaves_out_alone(tiny_checkpoint, tmp_path, monkeypatch):
-    import torch
-
-    import lucid_eval.export.graphs as graphs
-
-    original = graphs.export_model_for_onnx
-
-    def perturbed(model):
-        clone = original(model)
-        with torch.no_grad():
-            clone.cls.predictions.bias.add_(torch.linspace(0, 0.01, clone.config.vocab_size))
-        return clone
-
-    monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
+def test_export_that_fails_verification_exits_3_and_leaves_out_alone(tiny_checkpoint, tmp_path, perturbed_export):
     args = [
         "export",
         "--model",

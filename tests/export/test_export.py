@@ -109,18 +109,7 @@ def test_fp16_graph_is_structurally_valid(tiny_export):
         assert verification["reasons"][0].startswith("not run: no working CUDA provider")
 
 
-def test_verification_fails_loudly_with_numbers(tiny_checkpoint, tmp_path, monkeypatch):
-    import lucid_eval.export.graphs as graphs
-
-    original = graphs.export_model_for_onnx
-
-    def perturbed(model):
-        clone = original(model)
-        with torch.no_grad():
-            clone.cls.predictions.bias.add_(torch.linspace(0, 0.01, clone.config.vocab_size))
-        return clone
-
-    monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
+def test_verification_fails_loudly_with_numbers(tiny_checkpoint, tmp_path, perturbed_export):
     with pytest.raises(ExportVerificationError, match=r"fp32: full graph: max \|Δ MLM logit\| [\d.e-]+ > 0.0001"):
         export_model(ExportConfig(model=tiny_checkpoint, out=tmp_path / "bad", variants=("fp32",), verify_pairs=16))
     [kept] = tmp_path.glob("bad.failed-*")  # --out stays untouched; the evidence is kept beside it

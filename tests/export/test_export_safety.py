@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import pytest
-import torch
 
 from lucid_eval.export import ExportBundle, ExportConfig, ExportError, ExportVerificationError, export_model
 from lucid_eval.locking import LockError, exclusive_lock
@@ -83,18 +82,9 @@ def test_a_disk_full_error_leaves_nothing_behind(tiny_checkpoint, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_verification_keeps_out_unchanged_and_the_evidence_beside_it(tiny_checkpoint, tmp_path, monkeypatch):
-    import lucid_eval.export.graphs as graphs
-
-    original = graphs.export_model_for_onnx
-
-    def perturbed(model):
-        clone = original(model)
-        with torch.no_grad():
-            clone.cls.predictions.bias.add_(torch.linspace(0, 0.01, clone.config.vocab_size))
-        return clone
-
-    monkeypatch.setattr(graphs, "export_model_for_onnx", perturbed)
+def test_failed_verification_keeps_out_unchanged_and_the_evidence_beside_it(
+    tiny_checkpoint, tmp_path, perturbed_export
+):
     with pytest.raises(ExportVerificationError, match=r"(?s)max \|Δ MLM logit\|.*e is unchanged; the failed export"):
         _export(tiny_checkpoint, tmp_path / "e")
     assert not (tmp_path / "e").exists()

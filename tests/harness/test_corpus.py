@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lucid_eval.files import sha256_file
 from lucid_eval.harness import corpus
-from lucid_eval.harness.corpus import CorpusError, CorpusReader, PairRecord, RejectedRow, sha256_file
+from lucid_eval.harness.corpus import CorpusError, CorpusReader, PairRecord, RejectedRow
 
 HEADER = "id\ttext_a\ttext_b\tnsp_label\n"
 
