@@ -108,11 +108,23 @@ def tolerances_as_dict(table: Tolerances) -> dict[str, dict[str, Any]]:
     return {precision: tol.as_dict() for precision, tol in table.items()}
 
 
+def top2_margin(logits):
+    """How far each row's best logit leads its runner-up (last axis): how decisive a prediction is."""
+    import numpy as np
+
+    top2 = np.partition(logits, -2, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
+
+def decisive_margin(margins, margin: float):
+    """Boolean mask of the predictions whose top-2 margin is at least `margin` (all when margin <= 0)."""
+    import numpy as np
+
+    return np.ones(np.shape(margins), dtype=bool) if margin <= 0 else np.asarray(margins) >= margin
+
+
 def decisive(logits, margin: float):
     """Boolean mask over logits[..., :] rows whose top-1 beats top-2 by at least `margin`."""
     import numpy as np
 
-    if margin <= 0:
-        return np.ones(logits.shape[:-1], dtype=bool)
-    top2 = np.partition(logits, -2, axis=-1)[..., -2:]
-    return (top2[..., 1] - top2[..., 0]) >= margin
+    return np.ones(logits.shape[:-1], dtype=bool) if margin <= 0 else decisive_margin(top2_margin(logits), margin)

@@ -24,7 +24,7 @@ from lucid_eval.harness.tables import (
 )
 from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.runtimes.base import RuntimeInfo
-from lucid_eval.tolerances import Tolerance, Tolerances, decisive, tolerance_for
+from lucid_eval.tolerances import Tolerance, Tolerances, decisive, decisive_margin, tolerance_for
 from lucid_eval.verdict import (
     Agreement,
     Evidence,
@@ -203,11 +203,6 @@ def _comparison_row(
     row |= {f"tol_{k}": math.nan if v is None else v for k, v in tol.as_dict().items()}
     row |= {f"check_{c.name}": "" if c.verdict is None else c.verdict.value for c in verdict.checks}
     return row
-
-
-def decisive_margin(margins: np.ndarray, margin: float) -> np.ndarray:
-    """Slots whose reference top-1 beats top-2 by at least `margin` (all slots when margin <= 0)."""
-    return np.ones(margins.shape, dtype=bool) if margin <= 0 else margins >= margin
 
 
 def comparison_table(

@@ -23,6 +23,7 @@ from lucid_eval.harness.batching import iter_batches
 from lucid_eval.harness.corpus import PairRecord
 from lucid_eval.harness.masking import MaskedExample
 from lucid_eval.runtimes.base import Batch, Runtime, ScoreOutputs
+from lucid_eval.tolerances import top2_margin
 
 SLAB = 256  # masked slots per step when diffing logits, to bound temporary memory
 
@@ -108,8 +109,7 @@ def reduce_outputs(batch: Batch, out: ScoreOutputs, ref_logits: np.ndarray | Non
     max_diff[(n_slots == 0) | failed] = np.nan
     margin = np.full(len(rows), np.nan, dtype=np.float32)
     if logits.shape[-1] >= 2 and len(rows):
-        top2 = np.partition(logits, -2, axis=-1)[:, -2:]
-        margin = (top2[:, 1] - top2[:, 0]).astype(np.float32)
+        margin = top2_margin(logits).astype(np.float32)
     return {
         "mlm_loss_sum": out.mlm_loss_sum.astype(np.float64),
         "mlm_correct": out.mlm_correct.astype(np.float64),
