@@ -263,7 +263,11 @@ def examples_table(scores: Scores) -> pd.DataFrame:
         )
         for name, r in scores.runtimes.items()
     ]
-    table = pd.concat(frames, ignore_index=True).sort_values("index", kind="stable")
+    if len(frames) == 1:
+        return coerce_table(frames[0], EXAMPLES_SCHEMA, "examples")
+    table = pd.concat(frames, ignore_index=True)
+    del frames  # one copy of a corpus-sized table at a time
+    table = table.sort_values("index", kind="stable", ignore_index=True)
     return coerce_table(table, EXAMPLES_SCHEMA, "examples")
 
 

@@ -500,6 +500,7 @@ def score(
             infos = {rt.name: rt.info() for rt in runtimes}
             parts = _score_corpus(config, reader, journal, runtimes, tokenizer)
         scores = Scores.concat(parts)
+        del parts  # the chunks are in `scores` now; tables below need the memory
         stats = reader.stats
         if stats.read != stats.accepted + stats.rejected or stats.accepted != len(scores.shared["index"]):
             raise AssertionError(f"row counts do not reconcile: {stats}, {len(scores.shared['index'])} scored")

@@ -69,6 +69,20 @@ def factory(vocab_size: int, delay_s: float = 0.0, **kinds: dict) -> Callable[[s
     return lambda name: DummyRuntime(name, vocab_size, delay_s=delay_s, **kinds.get(name, {}))
 
 
+class FaultAtBatch(DummyRuntime):
+    """A dummy runtime that calls `fault()` during its n-th batch (a lost device, a Ctrl-C)."""
+
+    def __init__(self, *args, at_batch: int, fault: Callable[[], None], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls, self.at_batch, self.fault = 0, at_batch, fault
+
+    def run(self, batch):
+        self.calls += 1
+        if self.calls == self.at_batch:
+            self.fault()
+        return super().run(batch)
+
+
 def config(corpus: Path, out: Path, runtimes: list[str], **overrides) -> ScoreConfig:
     """Small batches and chunks, so a tiny corpus still spans several of each."""
     options = {"max_length": 64, "token_budget": 512, "max_batch": 8, "chunk_size": 16, "progress": False}

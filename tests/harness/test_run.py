@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _score_dummy import TIMING_COLUMNS, config, factory, make_bundle, write_corpus
+from _score_dummy import TIMING_COLUMNS, FaultAtBatch, config, factory, make_bundle, write_corpus
 
 from lucid_eval.harness import RunError, RunInterrupted, score
 from lucid_eval.harness.corpus import CorpusReader
@@ -99,24 +99,10 @@ def test_a_stale_lock_file_is_taken_over(bundle, corpus, tmp_path) -> None:
     assert not (out / LOCK_FILE).exists()
 
 
-class InterruptingRuntime(DummyRuntime):
-    """Sends this process SIGINT (Ctrl-C) during its n-th batch."""
-
-    def __init__(self, *args, at_batch: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls, self.at_batch = 0, at_batch
-
-    def run(self, batch):
-        self.calls += 1
-        if self.calls == self.at_batch:
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().run(batch)
-
-
 def test_ctrl_c_stops_after_the_batch_and_resumes(baseline, bundle, corpus, tmp_path) -> None:
     out, vocab = tmp_path / "out", bundle.config.vocab_size
     runtimes = {
-        "ref": InterruptingRuntime("ref", vocab, at_batch=5),
+        "ref": FaultAtBatch("ref", vocab, at_batch=5, fault=lambda: os.kill(os.getpid(), signal.SIGINT)),
         "noisy": DummyRuntime("noisy", vocab, **KINDS["noisy"]),
     }
     with pytest.raises(RunInterrupted, match=r"--resume") as caught:

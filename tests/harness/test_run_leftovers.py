@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _score_dummy import config, factory, make_bundle, write_corpus
+from _score_dummy import FaultAtBatch, config, factory, make_bundle, write_corpus
 
 from lucid_eval.harness import RunError, score
 from lucid_eval.harness import run as run_module
@@ -45,22 +45,12 @@ def tables(out: Path) -> dict[str, str]:
     return {name: (out / name).read_text() for name in ("examples.csv", "flips.csv")}
 
 
+def _lose_device() -> None:
+    raise RuntimeError("device lost")
+
+
 def unavailable(name: str) -> DummyRuntime:
     raise RuntimeUnavailable(f"{name}: not installed here")
-
-
-class FailingRuntime(DummyRuntime):
-    """Raises during its n-th batch, after earlier chunks were journaled."""
-
-    def __init__(self, *args, at_batch: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls, self.at_batch = 0, at_batch
-
-    def run(self, batch):
-        self.calls += 1
-        if self.calls == self.at_batch:
-            raise RuntimeError("device lost")
-        return super().run(batch)
 
 
 def test_a_failed_first_run_removes_the_directories_it_created(bundle, corpus, tmp_path) -> None:
@@ -85,7 +75,10 @@ def test_a_failed_run_keeps_a_directory_it_did_not_create_or_one_with_journaled_
     assert mine.is_dir() and not any(mine.iterdir())
 
     out, vocab = tmp_path / "out", bundle.config.vocab_size
-    failing = {"ref": FailingRuntime("ref", vocab, at_batch=5), "noisy": DummyRuntime("noisy", vocab, **KINDS["noisy"])}
+    failing = {
+        "ref": FaultAtBatch("ref", vocab, at_batch=5, fault=_lose_device),
+        "noisy": DummyRuntime("noisy", vocab, **KINDS["noisy"]),
+    }
     with pytest.raises(RuntimeError, match="device lost"):
         run(bundle, corpus, out, make=failing.__getitem__)
     assert json.loads((out / JOURNAL_DIR / JOURNAL_FILE).read_text())["chunks"], "finished chunks are kept"
