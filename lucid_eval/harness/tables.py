@@ -245,7 +245,9 @@ def empty_table(name: str) -> pd.DataFrame:
 
 
 def _write_csv(path: Path, df: pd.DataFrame, name: str) -> None:
-    atomic_write_text(path, coerce_table(df, SCHEMAS[name], name).to_csv(**_CSV_OPTIONS))
+    """Straight into the temp file: a million-row table never becomes one string in memory."""
+    with _atomic_target(path) as tmp:
+        coerce_table(df, SCHEMAS[name], name).to_csv(tmp, encoding="utf-8", **_CSV_OPTIONS)
 
 
 def _read_csv(path: Path, name: str) -> pd.DataFrame:
@@ -294,23 +296,48 @@ def write_run_tables(
     atomic_write_text(root / RUN_INFO_FILE, text + "\n")
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> RunTables:
-    """Read a run directory back; optional tables that are absent come back as empty frames."""
+def load_run(run_dir: str | os.PathLike[str], *, report_only: bool = False) -> RunTables:
+    """Read a run directory back; optional tables that are absent come back as empty frames.
+
+    With `report_only`, examples holds only what the report draws (REPORT_EXAMPLE_COLUMNS of the
+    runtimes compared with the reference), read in chunks: a report of a million-pair run then
+    needs little memory."""
     root = Path(run_dir)
     for required in (RUN_INFO_FILE, "metrics.csv"):
         if not (root / required).is_file():
             raise FileNotFoundError(f"{root} is not a lucid-eval run directory: {required} is missing")
+    run_info = json.loads((root / RUN_INFO_FILE).read_text(encoding="utf-8"))
     parquet = root / "examples.parquet"
-    if parquet.is_file():
+    if report_only:
+        examples = _report_examples(root, run_info.get("reference"))
+    elif parquet.is_file():
         examples = coerce_table(pd.read_parquet(parquet), EXAMPLES_SCHEMA, parquet.name)
     else:
         examples = _read_csv(root / "examples.csv", "examples")
     return RunTables(
         run_dir=root,
-        run_info=json.loads((root / RUN_INFO_FILE).read_text(encoding="utf-8")),
+        run_info=run_info,
         metrics=_read_csv(root / "metrics.csv", "metrics"),
         comparison=_read_csv(root / "comparison.csv", "comparison"),
         examples=examples,
         flips=_read_csv(root / "flips.csv", "flips"),
         rejected=_read_csv(root / "rejected.csv", "rejected"),
     )
+
+
+REPORT_EXAMPLE_COLUMNS = ("runtime", "failed", "max_abs_mlm_logit_diff")
+
+
+def _report_examples(root: Path, reference: str | None, chunk_rows: int = 100_000) -> pd.DataFrame:
+    """The examples of compared runtimes, REPORT_EXAMPLE_COLUMNS only, read chunk by chunk."""
+    schema = {c: EXAMPLES_SCHEMA[c] for c in REPORT_EXAMPLE_COLUMNS}
+    parquet, path = root / "examples.parquet", root / "examples.csv"
+    if parquet.is_file():
+        chunks: Iterable[pd.DataFrame] = [pd.read_parquet(parquet, columns=list(schema))]
+    elif path.is_file() and path.stat().st_size:
+        read = {"dtype": str, "keep_default_na": False, "encoding": "utf-8", "usecols": list(schema)}
+        chunks = pd.read_csv(path, chunksize=chunk_rows, **read)
+    else:
+        chunks = []
+    kept = [t[t["runtime"] != reference] for t in (coerce_table(c, schema, "examples") for c in chunks)]
+    return pd.concat(kept, ignore_index=True) if kept else empty_table("examples")[list(schema)]

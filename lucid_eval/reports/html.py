@@ -389,7 +389,7 @@ def render_report(run: RunTables) -> str:
 
 def build_report(run_dir: str | os.PathLike[str]) -> Path:
     """Read a run directory, write RUN_DIR/report.html atomically, return its path."""
-    run = load_run(run_dir)
+    run = load_run(run_dir, report_only=True)
     path = run.run_dir / REPORT_FILE
     atomic_write_text(path, render_report(run))
     return path

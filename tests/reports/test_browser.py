@@ -1,14 +1,11 @@
 """report.html in a real browser: it renders, logs no console errors, and runs no injected code."""
 
-import sys
 from pathlib import Path
 
 import pytest
+from synthetic_run import synthetic_run
 
 from lucid_eval.reports import build_report, write_run_tables
-
-sys.path.insert(0, str(Path(__file__).parent))  # shared synthetic run; this folder has no conftest
-from test_tables import synthetic_run  # noqa: E402
 
 # Would mark <body> if the browser ever ran it; escaped, it is only text.
 PWN = "<img src=x onerror=\"document.body.setAttribute('data-pwned','yes')\">"

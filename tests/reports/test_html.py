@@ -1,15 +1,12 @@
 """report.html: content, escaping of untrusted text, self-containment, edge cases."""
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from synthetic_run import INJECTION, synthetic_run
 
 from lucid_eval.reports import build_report, write_run_tables
-
-sys.path.insert(0, str(Path(__file__).parent))  # shared synthetic run; this folder has no conftest
-from test_tables import INJECTION, synthetic_run  # noqa: E402
 
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]*)\"")
 

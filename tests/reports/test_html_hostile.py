@@ -5,17 +5,14 @@ with the corpus; the CSVs keep everything.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 from markupsafe import escape
+from synthetic_run import synthetic_run
 
 from lucid_eval.reports import build_report, load_run, write_run_tables
 from lucid_eval.reports.html import NAME_CHARS, REASON_CHARS, shown
-
-sys.path.insert(0, str(Path(__file__).parent))  # shared synthetic run; this folder has no conftest
-from test_tables import synthetic_run  # noqa: E402
 
 
 def _report(run_dir: Path, frames: dict) -> str:
