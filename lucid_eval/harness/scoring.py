@@ -66,10 +66,16 @@ class Scores:
 
     @classmethod
     def concat(cls, parts: Sequence[Scores]) -> Scores:
+        """One Scores from consecutive chunks. Each field is taken out of the chunks as soon as it is
+        joined (the chunks are left empty), so the peak is the whole plus one field, not twice the whole."""
+
+        def join(fields: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+            return np.concatenate([f.pop(key) for f in fields])
+
         first = parts[0]
-        shared = {k: np.concatenate([p.shared[k] for p in parts]) for k in first.shared}
+        shared = {k: join([p.shared for p in parts], k) for k in list(first.shared)}
         runtimes = {
-            name: {k: np.concatenate([p.runtimes[name][k] for p in parts]) for k in fields}
+            name: {k: join([p.runtimes[name] for p in parts], k) for k in list(fields)}
             for name, fields in first.runtimes.items()
         }
         return cls(shared, runtimes)

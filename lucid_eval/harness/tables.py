@@ -210,8 +210,19 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8", newline="")
 
 
+_KIND_DTYPES = {
+    "str": pd.Series([""]).astype("str").dtype,
+    "float": np.dtype("float64"),
+    "int": pd.Int64Dtype(),
+    "bool": np.dtype(bool),
+}
+
+
 def _coerce_column(values: pd.Series, kind: str, name: str) -> pd.Series:
-    """Convert one column (Python objects or CSV strings) to the dtype of its kind."""
+    """Convert one column (Python objects or CSV strings) to the dtype of its kind; a column that
+    already has it is returned as is, so re-coercing a corpus-sized table copies nothing."""
+    if values.dtype == _KIND_DTYPES[kind] and not (kind == "str" and values.isna().any()):
+        return values
     if kind == "str":
         return values.astype("str").fillna("")
     if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
