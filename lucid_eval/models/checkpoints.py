@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from lucid_eval.errors import UserError
 from lucid_eval.models.config import BERTConfig
-from lucid_eval.models.named import DEMO_DIR
+from lucid_eval.models.named import local_or_demo
 
 if TYPE_CHECKING:
     from lucid_eval.models.model import BERTForPreTraining
@@ -136,13 +136,12 @@ def load_pretrained(cls: type[BERTForPreTraining], path: str | Path, map_locatio
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """`path` as a checkpoint location; the name "demo" means the shipped demo checkpoint unless a
-    directory of that name exists here. A path that does not exist is an error that says so."""
-    if str(path) == "demo" and not Path(path).exists():
-        return DEMO_DIR
-    if not Path(path).exists():
+    """`path` as a checkpoint location ("demo": the shipped one); a path that does not exist is an
+    error that says so."""
+    path = local_or_demo(path)
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file or directory")
-    return Path(path)
+    return path
 
 
 def save_pretrained(model: BERTForPreTraining, path: str | Path) -> None:

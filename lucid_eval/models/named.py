@@ -7,3 +7,8 @@ from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo_model"
 NAMES = ("demo", "bert-base-random")
+
+
+def local_or_demo(path: str | Path) -> Path:
+    """`path`, or the shipped demo checkpoint for the name "demo" unless a directory of that name exists here."""
+    return DEMO_DIR if str(path) == "demo" and not Path(path).exists() else Path(path)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from lucid_eval.models.named import DEMO_DIR
+from lucid_eval.models.named import local_or_demo
 
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
@@ -109,7 +109,7 @@ class BERTTokenizerFast:
     def from_pretrained(cls, path: str | Path) -> BERTTokenizerFast:
         """Load from a dir or file: tokenizer.json, or vocab.txt with optional tokenizer_config.json.
         "demo" is the shipped demo checkpoint's tokenizer unless a directory of that name exists here."""
-        path = DEMO_DIR if str(path) == "demo" and not Path(path).exists() else Path(path)
+        path = local_or_demo(path)
         folder = path if path.is_dir() else path.parent
         config: dict[str, Any] = {}
         if (folder / CONFIG_FILE).exists():
