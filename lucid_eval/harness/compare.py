@@ -361,7 +361,10 @@ def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
 def verdict_lines(metrics: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
     """The banner, each non-PASS verdict with its reasons, and each runtime's effect on accuracy."""
     counts = comparison["verdict"].value_counts()
-    fallback_ref = metrics.loc[metrics["verdict"] == Verdict.FALLBACK.value, "runtime"].tolist()
+    compared = set(comparison["runtime"])  # a compared runtime's FALLBACK is listed below with its reasons
+    fallback_ref = [
+        r for r in metrics.loc[metrics["verdict"] == Verdict.FALLBACK.value, "runtime"] if r not in compared
+    ]
     if comparison.empty:
         banner = "no runtime was compared with the reference"
     elif (counts.get(Verdict.PASS.value, 0) == len(comparison)) and not fallback_ref:

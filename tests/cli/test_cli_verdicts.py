@@ -61,6 +61,7 @@ def test_fallback_is_a_fallback_row_everywhere(tiny_export, corpus, tmp_path):
     result = score(tiny_export, corpus, tmp_path / "run", ["torch-cpu", "ort-cuda"], "--allow-fallback")
     assert result.exit_code == 0, result.output
     assert "ort-cuda: FALLBACK: FALLBACK: ort-cuda CUDAExecutionProvider was requested" in result.output
+    assert "ort-cuda (reference)" not in result.output  # torch-cpu is the reference; ort-cuda is a compared runtime
     row = pd.read_csv(tmp_path / "run" / "comparison.csv", keep_default_na=False).iloc[0]
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False).set_index("runtime")
     assert row["verdict"] == metrics.at["ort-cuda", "verdict"] == "FALLBACK" and metrics.at["ort-cuda", "fallback"]
