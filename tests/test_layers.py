@@ -1,6 +1,6 @@
 """The package's layers, lowest first; a module may import its own layer and those below, never above.
 
-core (verdict, tolerances, errors, files, locking, isolated) -> models -> data -> train -> export ->
+core (verdict, tolerances, errors, files, locking, isolated, totals) -> models -> data -> train -> export ->
 runtimes -> harness -> reports -> app (cli, demo, bench). Function-local imports count too."""
 
 import ast
@@ -9,7 +9,7 @@ from pathlib import Path
 import lucid_eval
 
 ORDER = ("core", "models", "data", "train", "export", "runtimes", "harness", "reports", "app")
-CORE = {"verdict", "tolerances", "errors", "files", "locking", "isolated"}
+CORE = {"verdict", "tolerances", "errors", "files", "locking", "isolated", "totals"}
 APP = {"cli", "demo", "bench"}
 PACKAGE = Path(lucid_eval.__file__).parent
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lucid_eval.models.padding import pad_batch
+from lucid_eval.totals import Totals
+
 BASELINE = "baseline"
 
 
@@ -92,19 +95,17 @@ def _baseline(job: Job) -> Measurement:
         )
     model.eval()
     pad = bundle.tokenizer.pad_token_id
-    totals = np.zeros(5)  # mlm loss sum, correct, count, nsp loss sum, nsp correct
+    totals = Totals()
     start = time.perf_counter()
     for begin in range(0, len(examples), job.baseline_batch):
         group = examples[begin : begin + job.baseline_batch]
-        width = max(e.n_tokens for e in group)
-        ids = torch.full((len(group), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        types = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
+        tokens = pad_batch(
+            {"input_ids": [e.input_ids for e in group], "token_type_ids": [e.type_ids for e in group]},
+            pad_token_id=pad,
+        )
+        ids, mask, types = (torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+        labels = torch.full_like(ids, -100)  # (B, T)
         for row, e in enumerate(group):
-            ids[row, : e.n_tokens] = torch.from_numpy(e.input_ids)
-            mask[row, : e.n_tokens] = 1
-            types[row, : e.n_tokens] = torch.from_numpy(e.type_ids)
             labels[row, torch.from_numpy(e.positions)] = torch.from_numpy(e.labels)
         nsp = torch.tensor([max(e.nsp_label, 0) for e in group])
         with torch.inference_mode():
@@ -113,13 +114,16 @@ def _baseline(job: Job) -> Measurement:
                 (out.prediction_logits, out.seq_relationship_logits) if hasattr(out, "prediction_logits") else out
             )
             valid = labels != -100
-            totals += [
-                F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1), reduction="sum").item(),
-                (scores.argmax(-1)[valid] == labels[valid]).sum().item(),
-                valid.sum().item(),
-                F.cross_entropy(nsp_scores, nsp, reduction="sum").item(),
-                (nsp_scores.argmax(-1) == nsp).sum().item(),
-            ]
+            totals.add(
+                mlm_loss_sum=F.cross_entropy(
+                    scores.reshape(-1, scores.shape[-1]), labels.reshape(-1), reduction="sum"
+                ).item(),
+                mlm_correct=(scores.argmax(-1)[valid] == labels[valid]).sum().item(),
+                mlm_count=valid.sum().item(),
+                nsp_loss_sum=F.cross_entropy(nsp_scores, nsp, reduction="sum").item(),
+                nsp_correct=(nsp_scores.argmax(-1) == nsp).sum().item(),
+                nsp_count=len(group),
+            )
     seconds = time.perf_counter() - start
     return _measurement(
         job.name, implementation, "fp32", f"torch:cpu ({implementation})", job.threads, examples, totals, seconds
@@ -137,39 +141,41 @@ def _runtime(job: Job) -> Measurement:
     batches = list(iter_batches(examples, token_budget=job.token_budget, max_batch=job.max_batch,
                                 max_length=job.max_length, pad_token_id=bundle.tokenizer.pad_token_id))  # fmt: skip
     runtime.run(batches[0][1])  # warm-up: first-run allocations and kernel selection
-    totals = np.zeros(5)
+    totals = Totals()
     start = time.perf_counter()
     for _, batch in batches:
         out = runtime.run(batch)
-        totals += [
-            out.mlm_loss_sum.sum(),
-            out.mlm_correct.sum(),
-            out.mlm_count.sum(),
-            out.nsp_loss.sum(),
-            (out.nsp_logits.argmax(-1) == batch.next_sentence_labels).sum(),
-        ]
+        totals.add(
+            mlm_loss_sum=out.mlm_loss_sum.sum(),
+            mlm_correct=out.mlm_correct.sum(),
+            mlm_count=out.mlm_count.sum(),
+            nsp_loss_sum=out.nsp_loss.sum(),
+            nsp_correct=(out.nsp_logits.argmax(-1) == batch.next_sentence_labels).sum(),
+            nsp_count=len(batch.next_sentence_labels),
+        )
     seconds = time.perf_counter() - start
     runtime.close()
     return _measurement(job.name, info.name, info.precision, ",".join(info.providers), info.threads or job.threads,
                         examples, totals, seconds)  # fmt: skip
 
 
-def _measurement(name, implementation, precision, providers, threads, examples, totals, seconds) -> Measurement:
-    n = len(examples)
+def _measurement(
+    name, implementation, precision, providers, threads, examples, totals: Totals, seconds: float
+) -> Measurement:
     return Measurement(
         name=name,
         implementation=implementation,
         precision=precision,
         providers=providers,
         threads=int(threads),
-        pairs=n,
+        pairs=len(examples),
         real_tokens=int(sum(e.n_tokens for e in examples)),
-        masked_tokens=int(totals[2]),
+        masked_tokens=totals.mlm_count,
         seconds=seconds,
-        mlm_loss=float(totals[0] / max(totals[2], 1)),
-        mlm_accuracy=float(totals[1] / max(totals[2], 1)),
-        nsp_loss=float(totals[3] / n),
-        nsp_accuracy=float(totals[4] / n),
+        mlm_loss=totals.mlm_loss,
+        mlm_accuracy=totals.mlm_accuracy,
+        nsp_loss=totals.nsp_loss,
+        nsp_accuracy=totals.nsp_accuracy,
         peak_rss_mb=_peak_rss_mb(),
     )
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from lucid_eval.harness.masking import MaskedExample
+from lucid_eval.models.padding import length_mask, pad_batch, pad_rows
 from lucid_eval.runtimes.base import Batch
 
 PAD_MULTIPLE = 8
@@ -46,26 +47,19 @@ def plan_batches(lengths: Sequence[int], *, token_budget: int, max_batch: int, m
 def make_batch(examples: Sequence[MaskedExample], *, pad_token_id: int, max_length: int) -> Batch:
     """Right-pad examples into one `Batch`; masked slots are padded to the batch's longest list
     (at least one slot) with position 0, id 0 and weight 0."""
-    size = len(examples)
     width = padded_length(max(e.n_tokens for e in examples), max_length)
     slots = max(1, max(e.n_masked for e in examples))
-    input_ids = np.full((size, width), pad_token_id, dtype=np.int64)
-    attention_mask = np.zeros((size, width), dtype=np.int64)
-    token_type_ids = np.zeros((size, width), dtype=np.int64)
-    positions = np.zeros((size, slots), dtype=np.int64)
-    ids = np.zeros((size, slots), dtype=np.int64)
-    weights = np.zeros((size, slots), dtype=np.float32)
-    nsp = np.zeros(size, dtype=np.int64)
-    for row, e in enumerate(examples):
-        n, m = e.n_tokens, e.n_masked
-        input_ids[row, :n] = e.input_ids
-        attention_mask[row, :n] = 1
-        token_type_ids[row, :n] = e.type_ids
-        positions[row, :m] = e.positions
-        ids[row, :m] = e.labels
-        weights[row, :m] = 1.0
-        nsp[row] = max(e.nsp_label, 0)  # unlabelled pairs score label 0; their NSP loss is ignored
-    return Batch(input_ids, attention_mask, token_type_ids, positions, ids, weights, nsp)
+    tokens = pad_batch(
+        {"input_ids": [e.input_ids for e in examples], "token_type_ids": [e.type_ids for e in examples]},
+        pad_token_id=pad_token_id,
+        width=width,
+    )  # (B, T) each
+    positions = pad_rows([e.positions for e in examples], width=slots)  # (B, slots)
+    ids = pad_rows([e.labels for e in examples], width=slots)  # (B, slots)
+    weights = length_mask([e.n_masked for e in examples], slots, np.float32)  # (B, slots)
+    # unlabelled pairs score label 0; their NSP loss is ignored
+    nsp = np.array([max(e.nsp_label, 0) for e in examples], dtype=np.int64)  # (B,)
+    return Batch(tokens["input_ids"], tokens["attention_mask"], tokens["token_type_ids"], positions, ids, weights, nsp)
 
 
 def iter_batches(

@@ -2,7 +2,8 @@
 
 The masks of example `index` come from `np.random.default_rng([seed, index])` alone, so they are
 bit-identical however the corpus is chunked, batched or resumed, and every runtime scores exactly
-the same masked inputs. The rule is the one of `BERTForPreTraining.create_masked_lm_inputs`.
+the same masked inputs. The rule is `MaskingRule`, the one of
+`BERTForPreTraining.create_masked_lm_inputs`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lucid_eval.harness.corpus import PairRecord
+from lucid_eval.models.masking import MaskingRule
 from lucid_eval.models.tokenizer import BERTTokenizerFast
-
-MASK_REPLACE_PROB = 0.8
-RANDOM_REPLACE_PROB = 0.1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -50,21 +49,13 @@ def draw_mask(
     vocab_size: int,
     mlm_probability: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """BERT masking of one example: (masked ids, selected positions, original ids there).
-
-    Each eligible token is selected with probability `mlm_probability`; a selected token becomes
-    [MASK] (80 %), a uniform random id in [0, vocab_size) (10 %) or stays itself (10 %). The three
-    draws always cover every token, so the stream depends only on (seed, index, length).
+    """BERT masking of one example (`MaskingRule`, 80/10/10): (masked ids, selected positions,
+    original ids there). The stream is `default_rng([seed, index])` and its draws always cover every
+    token, so it depends only on (seed, index, length).
     """
     rng = np.random.default_rng([seed, index])
-    n = ids.shape[0]
-    selected = (rng.random(n) < mlm_probability) & eligible
-    replace = rng.random(n)
-    random_ids = rng.integers(0, vocab_size, n, dtype=np.int64)
-    masked = ids.copy()
-    masked[selected & (replace < MASK_REPLACE_PROB)] = mask_token_id
-    to_random = selected & (replace >= MASK_REPLACE_PROB) & (replace < MASK_REPLACE_PROB + RANDOM_REPLACE_PROB)
-    masked[to_random] = random_ids[to_random]
+    rule = MaskingRule(mask_token_id, mlm_probability)
+    masked, selected = rule.draw_numpy(rng, ids, eligible, vocab_size)
     positions = np.flatnonzero(selected).astype(np.int64)
     return masked, positions, ids[positions]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -20,9 +19,6 @@ from safetensors.torch import load_file, save_file
 from lucid_eval.errors import UserError
 from lucid_eval.models.config import BERTConfig
 from lucid_eval.models.named import local_or_demo
-
-if TYPE_CHECKING:
-    from lucid_eval.models.model import BERTForPreTraining
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -111,28 +107,23 @@ def remap_state_dict(saved: dict[str, torch.Tensor], expected: dict[str, torch.T
     return mapped
 
 
-def model_state_names(model: BERTForPreTraining) -> dict[str, torch.Tensor]:
-    """The model's own parameters, without the decoder weight when it is tied to the embeddings."""
-    state = model.state_dict()
-    if model.config.tie_word_embedding:
+def untied_state(state: dict[str, torch.Tensor], tie_word_embedding: bool) -> dict[str, torch.Tensor]:
+    """A model's state as a checkpoint holds it: without the decoder weight when that is tied to
+    the word embeddings."""
+    if tie_word_embedding:
         state.pop(DECODER_WEIGHT, None)
     return state
 
 
-def load_pretrained(cls: type[BERTForPreTraining], path: str | Path, map_location: str = "cpu") -> BERTForPreTraining:
-    path = checkpoint_path(path)
+def read_config(path: Path) -> BERTConfig:
+    """The config.json of the checkpoint (a dir, or a weights file with the config beside it)."""
     config_path = path / CONFIG_NAME if path.is_dir() else path.parent / CONFIG_NAME
     if not config_path.exists():
         raise CheckpointError(f"no {CONFIG_NAME} next to the weights at {path}")
     try:
-        config = BERTConfig.from_json_file(config_path)
+        return BERTConfig.from_json_file(config_path)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
-    model = cls(config)
-    state = remap_state_dict(read_state_dict(path, map_location), model_state_names(model))
-    model.load_state_dict(state, strict=False)  # strictness is enforced by remap_state_dict
-    model.tie_weights()
-    return model.eval()
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -144,9 +135,10 @@ def checkpoint_path(path: str | Path) -> Path:
     return path
 
 
-def save_pretrained(model: BERTForPreTraining, path: str | Path) -> None:
+def write_checkpoint(path: str | Path, config: BERTConfig, state: dict[str, torch.Tensor]) -> None:
+    """Write config.json + model.safetensors in Hugging Face format."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.config.to_json_file(path / CONFIG_NAME)
-    state = {k: v.detach().contiguous().cpu() for k, v in model_state_names(model).items()}
-    save_file(state, str(path / SAFETENSORS_NAME), metadata={"format": "pt"})
+    config.to_json_file(path / CONFIG_NAME)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(path / SAFETENSORS_NAME), metadata={"format": "pt"})

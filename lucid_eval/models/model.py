@@ -14,27 +14,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lucid_eval.models.bert import BertModel, BertPreTrainingHeads
+from lucid_eval.models.checkpoints import (
+    checkpoint_path,
+    read_config,
+    read_state_dict,
+    remap_state_dict,
+    untied_state,
+    write_checkpoint,
+)
 from lucid_eval.models.config import BERTConfig
+from lucid_eval.models.device import resolve_device
+from lucid_eval.models.masking import MaskingRule
 
 if TYPE_CHECKING:
     from lucid_eval.models.tokenizer import BERTTokenizerFast
 
 Reduction = Literal["mean", "sum"] | None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Map lucid's device names ('cpu', 'gpu') to torch; asking for a GPU without CUDA is an error."""
-    name = str(device)
-    if name in ("gpu", "cuda") or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device={device!r} asks for a CUDA GPU, but torch.cuda.is_available() is False "
-                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use device='cpu'"
-            )
-        return torch.device("cuda" if name == "gpu" else name)
-    if name != "cpu":
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    return torch.device("cpu")
 
 
 def reduce_token_losses(per_token: Tensor, valid: Tensor, reduction: Reduction) -> Tensor:
@@ -242,38 +237,19 @@ class BERTForPreTraining(nn.Module):
         ignore_index: int = -100,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """BERT masking: each eligible token (attended, not special) is selected with probability
-        mlm_probability; selected tokens become [MASK] (80 %), a random id (10 %) or stay (10 %).
-        Returns (masked_input_ids, labels) with labels = original id where selected, else ignore_index."""
-        probabilities = {
-            "mlm_probability": mlm_probability,
-            "mask_replace_prob": mask_replace_prob,
-            "random_replace_prob": random_replace_prob,
-        }
-        for name, p in probabilities.items():
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
-        if mask_replace_prob + random_replace_prob > 1.0:
-            raise ValueError("mask_replace_prob + random_replace_prob must be <= 1")
+        """BERT masking (`MaskingRule`): each eligible token (attended, not special) is selected with
+        probability mlm_probability; selected tokens become [MASK] (80 %), a random id (10 %) or stay
+        (10 %). Returns (masked_input_ids, labels) with labels = original id where selected, else
+        ignore_index."""
+        rule = MaskingRule(mask_token_id, mlm_probability, mask_replace_prob, random_replace_prob)
         input_ids = input_ids.long()
         eligible = torch.ones_like(input_ids, dtype=torch.bool)
         if attention_mask is not None:
             eligible &= attention_mask > 0
         if special_tokens_mask is not None:
             eligible &= special_tokens_mask == 0
-
-        gen_device = generator.device if generator is not None else input_ids.device
-        shape = input_ids.shape
-        selected = torch.rand(shape, generator=generator, device=gen_device).to(input_ids.device) < mlm_probability
-        selected &= eligible
-        labels = torch.where(selected, input_ids, torch.full_like(input_ids, ignore_index))
-        replace = torch.rand(shape, generator=generator, device=gen_device).to(input_ids.device)
-        to_mask = selected & (replace < mask_replace_prob)
-        to_random = selected & (replace >= mask_replace_prob) & (replace < mask_replace_prob + random_replace_prob)
-        random_ids = torch.randint(0, self.config.vocab_size, shape, generator=generator, device=gen_device)
-        random_ids = random_ids.to(input_ids.device)
-        masked = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
-        masked = torch.where(to_random, random_ids, masked)
+        masked, selected = rule.draw_torch(generator, input_ids, eligible, self.config.vocab_size)
+        labels = torch.where(selected, input_ids, ignore_index)
         return masked, labels
 
     # ---- predictions and accuracy ------------------------------------------------------------
@@ -355,17 +331,21 @@ class BERTForPreTraining(nn.Module):
     ) -> BERTForPreTraining:
         """Load an HF-format checkpoint dir (config.json + model.safetensors or pytorch_model.bin),
         strictly. `weights=` is lucid's spelling of the same argument."""
-        from lucid_eval.models.checkpoints import load_pretrained
-
         if (path is None) == (weights is None):
             raise TypeError("pass the checkpoint as path or weights=, not both")
-        return load_pretrained(cls, path if path is not None else weights, map_location=map_location)
+        location = checkpoint_path(path if path is not None else weights)
+        model = cls(read_config(location))
+        state = remap_state_dict(read_state_dict(location, map_location), model._checkpoint_state())
+        model.load_state_dict(state, strict=False)  # strictness is enforced by remap_state_dict
+        model.tie_weights()
+        return model.eval()
 
-    def save_pretrained(self, path: str) -> None:
+    def save_pretrained(self, path: str | Path) -> None:
         """Write config.json + model.safetensors in Hugging Face format."""
-        from lucid_eval.models.checkpoints import save_pretrained
+        write_checkpoint(path, self.config, self._checkpoint_state())
 
-        save_pretrained(self, path)
+    def _checkpoint_state(self) -> dict[str, Tensor]:
+        return untied_state(self.state_dict(), self.config.tie_word_embedding)
 
 
 def bert_for_pre_training_base(**overrides) -> BERTForPreTraining:

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from lucid_eval.models.device import resolve_device
 from lucid_eval.models.named import local_or_demo
+from lucid_eval.models.padding import pad_batch
 
 SPECIAL_TOKENS = {
     "unk_token": "[UNK]",
@@ -222,8 +224,6 @@ class BERTTokenizerFast:
         }
         if not return_tensor:
             return out
-        from lucid_eval.models.model import resolve_device
-
         dev = resolve_device(device) if isinstance(device, str) else device
         return {k: torch.tensor([v], dtype=torch.long, device=dev) for k, v in out.items()}
 
@@ -236,23 +236,21 @@ class BERTTokenizerFast:
         pad_to_multiple_of: int | None = None,
         return_tensors: bool = False,
     ) -> dict[str, Any]:
-        """Encode and right-pad a batch to its longest member (optionally a multiple of N)."""
+        """Encode and right-pad a batch to its longest member (optionally a multiple of N): lists,
+        or (B, T) int64 tensors with return_tensors."""
         encs = self.encode_batch(text_a, text_b, max_length=max_length)
         width = max(len(e.ids) for e in encs)
         if pad_to_multiple_of:
             width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-        keys = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
-                "special_tokens_mask": "special_tokens_mask"}  # fmt: skip
-        pad_values = {
-            "input_ids": self.pad_token_id,
-            "token_type_ids": 0,
-            "attention_mask": 0,
-            "special_tokens_mask": 1,
+        columns = {
+            "input_ids": [e.ids for e in encs],
+            "token_type_ids": [e.type_ids for e in encs],
+            "special_tokens_mask": [e.special_tokens_mask for e in encs],
         }
-        out = {k: [getattr(e, a) + [pad_values[k]] * (width - len(e.ids)) for e in encs] for k, a in keys.items()}
+        batch = pad_batch(columns, pad_token_id=self.pad_token_id, width=width)
         if return_tensors:
-            return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-        return out
+            return {k: torch.from_numpy(v) for k, v in batch.items()}
+        return {k: v.tolist() for k, v in batch.items()}
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)

@@ -18,6 +18,7 @@ import platform
 import random
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,69 +36,14 @@ from lucid_eval.data.corpus import (
     split_documents,
 )
 from lucid_eval.data.pairs import build_pairs, read_documents
-from lucid_eval.models.config import BERTConfig
 from lucid_eval.models.model import BERTForPreTraining
+from lucid_eval.models.padding import pad_batch
 from lucid_eval.models.tokenizer import BERTTokenizerFast
+from lucid_eval.totals import Totals
+from lucid_eval.train.config import PretrainConfig
 from lucid_eval.train.wordpiece import train_wordpiece
 
 IGNORE_INDEX = -100
-
-
-@dataclass
-class PretrainConfig:
-    """Model shape, data construction and optimisation of one pretraining run."""
-
-    vocab_size: int = 8000
-    hidden_size: int = 128
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    intermediate_size: int = 512
-    dropout: float = 0.1
-    attention_dropout: float = 0.0  # 0 lets SDPA use its fused kernel: attention ~40% faster
-    max_length: int = 128  # also the model's max_position_embeddings: only trained positions exist
-    steps: int = 9000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 300
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    mlm_probability: float = 0.15
-    nsp_weight: float = 1.0  # loss = MLM + nsp_weight * NSP
-    single_sentence_prob: float = 0.3  # pairs of one sentence each, the shape of the evaluation pairs
-    segment_tokens: int = 64  # token budget of a multi-sentence chunk; a pair may still fill max_length
-    short_seq_prob: float = 0.1  # BERT's: a random shorter token budget now and then
-    heldout_fraction: float = 0.1
-    eval_every: int = 400
-    eval_pairs: int = 1000
-    eval_batch_size: int = 64
-    eval_seed: int = 0  # held-out pairs and their masks; as `write_heldout_pairs(seed=0)` builds them
-    seed: int = 0
-    threads: int = 2
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> PretrainConfig:
-        """'demo': the shipped checkpoint's recipe; 'tiny': a seconds-long run for tests."""
-        presets: dict[str, dict[str, Any]] = {
-            "demo": {},
-            "tiny": dict(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_length=48, steps=6, batch_size=8, warmup_steps=2,
-                         eval_every=3, eval_pairs=32, threads=1),
-        }  # fmt: skip
-        if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; use one of {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
-
-    def model_config(self, vocab_size: int) -> BERTConfig:
-        return BERTConfig(
-            vocab_size=vocab_size,
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads,
-            intermediate_size=self.intermediate_size,
-            hidden_dropout_prob=self.dropout,
-            attention_probs_dropout_prob=self.attention_dropout,
-            max_position_embeddings=self.max_length,
-        )
 
 
 @dataclass
@@ -193,24 +139,15 @@ def _batches(
 
 def _collate(batch: list[_Example], tokenizer: BERTTokenizerFast) -> dict[str, torch.Tensor]:
     """[CLS] A [SEP] B [SEP], right-padded to the longest pair of the batch."""
-    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    width = max(len(e.a) + len(e.b) + 3 for e in batch)
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    attention = torch.zeros_like(ids)
-    special = torch.ones_like(ids)
-    for row, e in enumerate(batch):
-        n_a, n = len(e.a) + 2, len(e.a) + len(e.b) + 3
-        ids[row, :n] = torch.tensor([cls, *e.a, sep, *e.b, sep])
-        types[row, n_a:n] = 1
-        attention[row, :n] = 1
-        special[row, 1 : n_a - 1] = 0
-        special[row, n_a : n - 1] = 0
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    columns = {
+        "input_ids": [[cls, *e.a, sep, *e.b, sep] for e in batch],
+        "token_type_ids": [[0] * (len(e.a) + 2) + [1] * (len(e.b) + 1) for e in batch],
+        "special_tokens_mask": [[1, *[0] * len(e.a), 1, *[0] * len(e.b), 1] for e in batch],
+    }
+    padded = pad_batch(columns, pad_token_id=tokenizer.pad_token_id)  # (B, T) each
     return {
-        "input_ids": ids,
-        "token_type_ids": types,
-        "attention_mask": attention,
-        "special_tokens_mask": special,
+        **{k: torch.from_numpy(v) for k, v in padded.items()},
         "nsp_labels": torch.tensor([e.nsp_label for e in batch]),
     }
 
@@ -246,27 +183,30 @@ def _eval_set(model, heldout: list[Document], tokenizer, config) -> list[dict[st
 
 @torch.no_grad()
 def evaluate(model: BERTForPreTraining, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """MLM loss/accuracy over all masked tokens and NSP loss/accuracy over all pairs."""
+    """MLM loss/accuracy over all masked tokens and NSP loss/accuracy over all pairs (NaN over none)."""
     was_training = model.training
     model.eval()
-    mlm_loss = mlm_hits = nsp_loss = nsp_hits = n_masked = n_pairs = 0.0
+    totals = Totals()
     for batch in batches:
         scores, nsp_scores = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        labels, selected = batch["mlm_labels"], batch["mlm_labels"] != IGNORE_INDEX
-        mlm_loss += F.cross_entropy(scores[selected].float(), labels[selected], reduction="sum").item()
-        mlm_hits += (scores[selected].argmax(-1) == labels[selected]).sum().item()
-        n_masked += selected.sum().item()
-        nsp_loss += F.cross_entropy(nsp_scores.float(), batch["nsp_labels"], reduction="sum").item()
-        nsp_hits += (nsp_scores.argmax(-1) == batch["nsp_labels"]).sum().item()
-        n_pairs += len(batch["nsp_labels"])
+        labels, selected = batch["mlm_labels"], batch["mlm_labels"] != IGNORE_INDEX  # (B, T)
+        nsp_labels = batch["nsp_labels"]  # (B,)
+        totals.add(
+            mlm_loss_sum=F.cross_entropy(scores[selected].float(), labels[selected], reduction="sum").item(),
+            mlm_correct=(scores[selected].argmax(-1) == labels[selected]).sum().item(),
+            mlm_count=selected.sum().item(),
+            nsp_loss_sum=F.cross_entropy(nsp_scores.float(), nsp_labels, reduction="sum").item(),
+            nsp_correct=(nsp_scores.argmax(-1) == nsp_labels).sum().item(),
+            nsp_count=len(nsp_labels),
+        )
     model.train(was_training)
     return {
-        "mlm_loss": mlm_loss / max(n_masked, 1),
-        "mlm_accuracy": mlm_hits / max(n_masked, 1),
-        "nsp_loss": nsp_loss / max(n_pairs, 1),
-        "nsp_accuracy": nsp_hits / max(n_pairs, 1),
-        "masked_tokens": int(n_masked),
-        "pairs": int(n_pairs),
+        "mlm_loss": totals.mlm_loss,
+        "mlm_accuracy": totals.mlm_accuracy,
+        "nsp_loss": totals.nsp_loss,
+        "nsp_accuracy": totals.nsp_accuracy,
+        "masked_tokens": totals.mlm_count,
+        "pairs": totals.nsp_count,
     }
 
 
@@ -297,90 +237,137 @@ def pretrain(
     config = config or PretrainConfig.preset("demo")
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(config.threads)
+    with _reproducible_torch(config.threads):
+        run = _setup(corpus, config)
+        curve = _train(run, config, started, progress)
+        seconds = time.perf_counter() - started
+        log = _training_log(run, config, curve, seconds)
+        _save(out_dir, run, log)
+    return PretrainResult(out_dir, curve[-1], run.baseline["mlm_accuracy"], seconds, log)
+
+
+@contextmanager
+def _reproducible_torch(threads: int) -> Iterator[None]:
+    """`threads` intra-op threads and deterministic algorithms while training; the caller's settings after."""
+    saved_threads, saved_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        documents, source = _load_corpus(corpus)
-        train_docs, heldout = split_documents(documents, config.heldout_fraction)
-        if len(train_docs) < 2 or len(heldout) < 2:
-            raise ValueError(f"need two train and two held-out documents, got {len(train_docs)} and {len(heldout)}")
-        tokenizer = train_wordpiece([" ".join(d.sentences) for d in train_docs], config.vocab_size)
-        tokenizer.model_max_length = config.max_length
-        encoded = _encode_documents(train_docs, tokenizer, config.max_length)
-
-        torch.manual_seed(config.seed)
-        model = BERTForPreTraining(config.model_config(tokenizer.vocab_size))
-        eval_batches = _eval_set(model, heldout, tokenizer, config)
-        baseline = _baseline(encoded, eval_batches, tokenizer)
-        optimizer, scheduler = _optimizer(model, config)
-        generator = torch.Generator().manual_seed(config.seed)
-        batches = _batches(encoded, config, tokenizer)
-
-        curve: list[dict[str, float]] = []
-        running, seen = 0.0, 0
-        model.train()
-        bar = tqdm(total=config.steps, desc="pretrain", disable=not progress, unit="step")
-        for step in range(1, config.steps + 1):
-            batch = next(batches)
-            masked, labels = _mask(model, batch, tokenizer, config, generator)
-            loss = model.get_loss(
-                labels,
-                batch["nsp_labels"],
-                masked,
-                batch["attention_mask"],
-                batch["token_type_ids"],
-                nsp_weight=config.nsp_weight,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            running, seen = running + loss.item(), seen + 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % config.eval_every == 0 or step == config.steps:
-                point = {"step": step, "train_loss": running / seen, "lr": scheduler.get_last_lr()[0],
-                         "seconds": time.perf_counter() - started, **evaluate(model, eval_batches)}  # fmt: skip
-                curve.append(point)
-                running, seen = 0.0, 0
-                if progress:
-                    bar.write(
-                        f"step {step}: held-out MLM loss {point['mlm_loss']:.3f} acc {point['mlm_accuracy']:.3f}, "
-                        f"NSP loss {point['nsp_loss']:.3f} acc {point['nsp_accuracy']:.3f}"
-                    )
-        bar.close()
-        model.eval()
-        seconds = time.perf_counter() - started
-        log = {
-            "config": asdict(config),
-            "model_config": model.config.to_dict(),
-            "corpus": {
-                "source": source,
-                "python_version": python_version(),
-                "heldout_fraction": config.heldout_fraction,
-                "train": {**corpus_stats(train_docs), "fingerprint": corpus_fingerprint(train_docs)},
-                "heldout": {**corpus_stats(heldout), "fingerprint": corpus_fingerprint(heldout)},
-            },
-            "curve": curve,
-            "final": curve[-1],
-            "baseline": baseline,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "seconds": seconds,
-            "torch_version": torch.__version__,
-            "python_version": python_version(),
-            "platform": platform.platform(),
-            "threads": config.threads,
-        }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-        (out_dir / "training_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+        yield
     finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-    return PretrainResult(out_dir, curve[-1], baseline["mlm_accuracy"], seconds, log)
+        torch.set_num_threads(saved_threads)
+        torch.use_deterministic_algorithms(saved_deterministic)
+
+
+@dataclass
+class _Run:
+    """What one run trains and is measured on, built before the first step."""
+
+    source: str
+    train_docs: list[Document]
+    heldout: list[Document]
+    tokenizer: BERTTokenizerFast
+    encoded: list[list[list[int]]]  # token ids per sentence per train document
+    model: BERTForPreTraining
+    eval_batches: list[dict[str, torch.Tensor]]
+    baseline: dict[str, Any]
+
+
+def _setup(corpus: str | Path | Sequence[Document] | None, config: PretrainConfig) -> _Run:
+    """Split the corpus, learn the vocabulary, and build the seeded model and the held-out set."""
+    documents, source = _load_corpus(corpus)
+    train_docs, heldout = split_documents(documents, config.heldout_fraction)
+    if len(train_docs) < 2 or len(heldout) < 2:
+        raise ValueError(f"need two train and two held-out documents, got {len(train_docs)} and {len(heldout)}")
+    tokenizer = train_wordpiece([" ".join(d.sentences) for d in train_docs], config.vocab_size)
+    tokenizer.model_max_length = config.max_length
+    encoded = _encode_documents(train_docs, tokenizer, config.max_length)
+    torch.manual_seed(config.seed)
+    model = BERTForPreTraining(config.model_config(tokenizer.vocab_size))
+    eval_batches = _eval_set(model, heldout, tokenizer, config)
+    baseline = _baseline(encoded, eval_batches, tokenizer)
+    return _Run(source, train_docs, heldout, tokenizer, encoded, model, eval_batches, baseline)
+
+
+def _train(run: _Run, config: PretrainConfig, started: float, progress: bool) -> list[dict[str, float]]:
+    """`config.steps` optimisation steps; the held-out curve, a point every `eval_every` steps and at the end."""
+    model = run.model
+    optimizer, scheduler = _optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    batches = _batches(run.encoded, config, run.tokenizer)
+    curve: list[dict[str, float]] = []
+    running, seen = 0.0, 0
+    model.train()
+    bar = tqdm(total=config.steps, desc="pretrain", disable=not progress, unit="step")
+    for step in range(1, config.steps + 1):
+        loss = _step(run, next(batches), config, generator, optimizer, scheduler)
+        running, seen = running + loss, seen + 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if step % config.eval_every == 0 or step == config.steps:
+            point = {"step": step, "train_loss": running / seen, "lr": scheduler.get_last_lr()[0],
+                     "seconds": time.perf_counter() - started, **evaluate(model, run.eval_batches)}  # fmt: skip
+            curve.append(point)
+            running, seen = 0.0, 0
+            if progress:
+                bar.write(
+                    f"step {step}: held-out MLM loss {point['mlm_loss']:.3f} acc {point['mlm_accuracy']:.3f}, "
+                    f"NSP loss {point['nsp_loss']:.3f} acc {point['nsp_accuracy']:.3f}"
+                )
+    bar.close()
+    model.eval()
+    return curve
+
+
+def _step(run: _Run, batch: dict[str, torch.Tensor], config: PretrainConfig, generator, optimizer, scheduler) -> float:
+    """One update on a fresh masking of `batch`; the loss it was computed from."""
+    masked, labels = _mask(run.model, batch, run.tokenizer, config, generator)
+    loss = run.model.get_loss(
+        labels,
+        batch["nsp_labels"],
+        masked,
+        batch["attention_mask"],
+        batch["token_type_ids"],
+        nsp_weight=config.nsp_weight,
+    )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+def _training_log(run: _Run, config: PretrainConfig, curve: list[dict[str, float]], seconds: float) -> dict[str, Any]:
+    """`training_log.json`: the recipe, the corpus and its fingerprints, the curve and the versions."""
+    return {
+        "config": asdict(config),
+        "model_config": run.model.config.to_dict(),
+        "corpus": {
+            "source": run.source,
+            "python_version": python_version(),
+            "heldout_fraction": config.heldout_fraction,
+            "train": {**corpus_stats(run.train_docs), "fingerprint": corpus_fingerprint(run.train_docs)},
+            "heldout": {**corpus_stats(run.heldout), "fingerprint": corpus_fingerprint(run.heldout)},
+        },
+        "curve": curve,
+        "final": curve[-1],
+        "baseline": run.baseline,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "seconds": seconds,
+        "torch_version": torch.__version__,
+        "python_version": python_version(),
+        "platform": platform.platform(),
+        "threads": config.threads,
+    }
+
+
+def _save(out_dir: Path, run: _Run, log: dict[str, Any]) -> None:
+    """The checkpoint, its tokenizer and the training log, side by side."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run.model.save_pretrained(out_dir)
+    run.tokenizer.save_pretrained(out_dir)
+    (out_dir / "training_log.json").write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
 
 
 def _encode_documents(docs: list[Document], tokenizer: BERTTokenizerFast, max_length: int) -> list[list[list[int]]]:
