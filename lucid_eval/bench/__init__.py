@@ -49,7 +49,7 @@ def prepare_export(config: BenchConfig) -> Path:
     checkpoint = resolve_checkpoint(config.model, config.out / "models").resolve()
     export_dir = config.out / f"export-{checkpoint.name}"
     try:
-        if ExportBundle.load(export_dir).manifest["source_checkpoint"] == str(checkpoint):
+        if ExportBundle.load(export_dir).manifest.source_checkpoint == str(checkpoint):
             return export_dir
     except ExportError:
         pass

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -19,24 +18,29 @@ import onnxruntime
 import torch
 
 from lucid_eval import __version__
-from lucid_eval.export.bundle import (
+from lucid_eval.export.bundle import ExportBundle
+from lucid_eval.export.graphs import INT8_OP_TYPES, convert_fp16, export_onnx, fuse, quantize_int8
+from lucid_eval.export.manifest import (
     CHECKPOINT_DIR,
     GRAPHS,
     MANIFEST,
     VARIANTS,
-    ExportBundle,
     ExportError,
+    FileEntry,
+    Manifest,
+    Variant,
+    VerificationSettings,
+    graph_paths,
     is_export_dir,
-    sha256_file,
 )
-from lucid_eval.export.graphs import INT8_OP_TYPES, convert_fp16, export_onnx, fuse, quantize_int8
 from lucid_eval.export.verify import ExportVerificationError, build_cases, verify_variants
+from lucid_eval.files import sha256_file
 from lucid_eval.isolated import run_isolated
 from lucid_eval.locking import exclusive_lock
 from lucid_eval.models.checkpoints import CheckpointError, checkpoint_path
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.tokenizer import BERTTokenizerFast
-from lucid_eval.tolerances import TOLERANCES, Tolerances, tolerances_as_dict
+from lucid_eval.tolerances import TOLERANCES, Tolerances
 from lucid_eval.verdict import Verdict, not_verified, worst
 
 MIN_OPSET, MAX_OPSET = 14, 20  # torch.onnx.export (TorchScript) writes up to 20
@@ -101,7 +105,7 @@ def _cuda_available() -> tuple[bool, str]:
     return cuda_provider_status()
 
 
-def export_model(config: ExportConfig) -> dict[str, Any]:
+def export_model(config: ExportConfig) -> Manifest:
     """Export, optimise, quantise and verify into a fresh directory beside `config.out`, then move
     it into place; returns the manifest. Nothing in `out` changes unless the new export verifies:
     a non-empty `out` that is not a lucid-eval export is refused, an existing export is replaced
@@ -172,13 +176,13 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 def _export_into(
     out: Path, model: BERTForPreTraining, tokenizer: BERTTokenizerFast, config: ExportConfig, started: float
-) -> dict[str, Any]:
+) -> Manifest:
     """Write every file of the export into the empty directory `out` and verify it."""
     model.save_pretrained(out / CHECKPOINT_DIR)
     tokenizer.save_pretrained(out)
     cfg = model.config
     timings: dict[str, float] = {}
-    variants: dict[str, dict[str, Any]] = {}
+    variants: dict[str, Variant] = {}
 
     def paths(variant: str) -> dict[str, Path]:
         (out / variant).mkdir(exist_ok=True)
@@ -188,7 +192,7 @@ def _export_into(
     fp32 = paths("fp32")
     export_onnx(model, fp32["full"], fp32["scoring"], config.opset)
     timings["torch.onnx.export"] = time.perf_counter() - t
-    variants["fp32"] = {"precision": "fp32", "device": "cpu"}
+    variants["fp32"] = Variant("fp32", "cpu", graph_paths("fp32"))
     built = {"fp32": fp32}
     if "fused" in config.variants or "int8" in config.variants:
         t = time.perf_counter()
@@ -197,19 +201,19 @@ def _export_into(
             _fuse_all, fp32, built["fused"], cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers
         )
         timings["fuse"] = time.perf_counter() - t
-        variants["fused"] = {"precision": "fp32", "device": "cpu", "fusion": fusion}
+        variants["fused"] = Variant("fp32", "cpu", graph_paths("fused"), fusion=fusion)
     if "int8" in config.variants:
         t = time.perf_counter()
         built["int8"] = paths("int8")
         quantize = partial(run_isolated, _quantize, built["fused"], built["int8"], cfg.vocab_size, config)
-        variants["int8"] = {"precision": "int8", "device": "cpu", "quantization": quantize(INT8_OP_TYPES)}
+        variants["int8"] = Variant("int8", "cpu", graph_paths("int8"), quantization=quantize(INT8_OP_TYPES))
         timings["quantize_int8"] = time.perf_counter() - t
     if "fp16" in config.variants:
         t = time.perf_counter()
         built["fp16"] = paths("fp16")
         options = run_isolated(_fp16_all, fp32, built["fp16"], cfg.num_attention_heads, cfg.hidden_size)
         timings["convert_fp16"] = time.perf_counter() - t
-        variants["fp16"] = {"precision": "fp16", "device": "cuda", "conversion": options["scoring"]}
+        variants["fp16"] = Variant("fp16", "cuda", graph_paths("fp16"), conversion=options["scoring"])
     steps = [name for name in built if name not in config.variants]  # fp32/fused built only towards another
     for name in steps:
         built.pop(name), variants.pop(name)
@@ -223,17 +227,16 @@ def _export_into(
     )
     cuda_ok, cuda_reason = _cuda_available() if "fp16" in built else (False, "")
     tolerances = {name: config.tolerances[PRECISION[name]] for name in built}
-    for name, graphs in built.items():
+    for graphs in built.values():
         for g in GRAPHS:
             onnx.checker.check_model(str(graphs[g]), full_check=True)
-        variants[name]["graphs"] = {g: str(p.relative_to(out)) for g, p in graphs.items()}
     for device in ("cpu", "cuda"):
-        todo = {n: g for n, g in built.items() if variants[n]["device"] == device}
+        todo = {n: g for n, g in built.items() if variants[n].device == device}
         if device == "cuda" and todo and not cuda_ok:
             for name in todo:
                 reason = f"not run: no working CUDA provider here ({cuda_reason}); verified when first opened on CUDA"
-                variants[name]["verification"] = {**not_verified(reason).as_dict(), "device": device,
-                                                  "tolerance": tolerances[name].as_dict(), "onnx_checker": "valid"}  # fmt: skip
+                variants[name].verification = {**not_verified(reason).as_dict(), "device": device,
+                                               "tolerance": tolerances[name].as_dict(), "onnx_checker": "valid"}  # fmt: skip
             continue
         if not todo:
             continue
@@ -242,43 +245,43 @@ def _export_into(
             # Quantizing fused Attention's QKV projection is the largest int8 speed-up and the largest
             # error; some models need it in fp32. Retry without it; the manifest says why.
             options = quantize(("MatMul",))
-            variants["int8"]["quantization"] = {**options, "attention_kept_fp32_because": records["int8"]["reasons"]}
+            variants["int8"].quantization = {**options, "attention_kept_fp32_because": records["int8"]["reasons"]}
             records |= verify_variants(model, cases, {"int8": built["int8"]}, tolerances, device)
         for name, record in records.items():
-            variants[name]["verification"] = record
+            variants[name].verification = record
     timings["verify"] = time.perf_counter() - t
     for name in steps:
         shutil.rmtree(out / name)
     timings["total"] = time.perf_counter() - started
 
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
-    verdict = worst(Verdict(v["verification"]["verdict"]) for v in variants.values())
-    failures = [f"{n}: {r}" for n, v in variants.items() if v["verification"]["verdict"] == Verdict.FAIL.value
-                for r in v["verification"]["reasons"]]  # fmt: skip
-    manifest = {
-        "lucid_eval_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source_checkpoint": str(checkpoint_path(config.model).resolve()),
-        "model_config": asdict(cfg),
-        "vocab_size": tokenizer.vocab_size,
-        "vocab_sha256": _vocab_sha256(tokenizer),
-        "opset": config.opset,
-        "exporter": "torch.onnx.export (TorchScript, dynamo=False), eager attention",
-        "versions": {
+    verdict = worst(v.verdict for v in variants.values())
+    failures = [f"{n}: {r}" for n, v in variants.items() if v.verdict is Verdict.FAIL
+                for r in v.verification["reasons"]]  # fmt: skip
+    manifest = Manifest(
+        lucid_eval_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_checkpoint=str(checkpoint_path(config.model).resolve()),
+        model_config=cfg,
+        vocab_size=tokenizer.vocab_size,
+        vocab_sha256=_vocab_sha256(tokenizer),
+        opset=config.opset,
+        exporter="torch.onnx.export (TorchScript, dynamo=False), eager attention",
+        versions={
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version(),
         },  # fmt: skip
-        "host": {"machine": platform.machine(), "processor": platform.processor(), "system": platform.system()},
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "verification": {"pairs": config.verify_pairs, "max_length": config.verify_max_length, "seed": 0},
-        "tolerances": tolerances_as_dict(config.tolerances),
-        "variants": variants,
-        "verdict": verdict.value,
-        "files": {str(p.relative_to(out)): {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        host={"machine": platform.machine(), "processor": platform.processor(), "system": platform.system()},
+        seconds={k: round(v, 2) for k, v in timings.items()},
+        verification=VerificationSettings(pairs=config.verify_pairs, max_length=config.verify_max_length, seed=0),
+        tolerances=config.tolerances,
+        variants=variants,
+        verdict=verdict,
+        files={str(p.relative_to(out)): FileEntry(sha256_file(p), p.stat().st_size) for p in files},
+    )
+    manifest.save(out)
     if failures:
         raise ExportVerificationError("export verification failed:\n  " + "\n  ".join(failures))
     ExportBundle.load(out)  # the directory reads back clean

@@ -22,7 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from lucid_eval.errors import UserError
+from lucid_eval.export.manifest import VerificationSettings
+from lucid_eval.models.masking import MaskingRule
 from lucid_eval.models.model import BERTForPreTraining
+from lucid_eval.models.padding import length_mask, pad_rows
 from lucid_eval.models.scoring import FULL_INPUTS, SCORING_INPUTS, SCORING_OUTPUTS, BERTScorer
 from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.tolerances import Tolerance, decisive
@@ -47,29 +50,23 @@ def _sentences() -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if 20 < len(s.strip()) < 300]
 
 
-def _case(name: str, group: str, tokenizer: BERTTokenizerFast, pairs, length: int, rng) -> Case:
+def _case(name: str, group: str, tokenizer: BERTTokenizerFast, pairs, length: int, vocab_size: int, rng) -> Case:
+    """Pairs tokenized, padded and masked by BERT's rule, with at least one masked token per row."""
     enc = tokenizer.batch_encode_plus([p[0] for p in pairs], [p[1] for p in pairs], max_length=length)
-    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}  # (B, T) each
     eligible = (arrays["attention_mask"] > 0) & (arrays["special_tokens_mask"] == 0)
-    chosen = eligible & (rng.random(eligible.shape) < 0.15)
-    chosen[np.arange(len(chosen)), eligible.argmax(1)] |= True  # at least one masked token each
-    width = int(chosen.sum(1).max())
-    positions = np.zeros((len(chosen), width), dtype=np.int64)
-    weights = np.zeros((len(chosen), width), dtype=np.float32)
-    for row, cols in enumerate(chosen):
-        idx = np.flatnonzero(cols)
-        positions[row, : len(idx)], weights[row, : len(idx)] = idx, 1.0
-    labels = np.take_along_axis(arrays["input_ids"], positions, 1)
-    ids = arrays["input_ids"].copy()
-    ids[chosen] = tokenizer.mask_token_id
+    rule = MaskingRule(tokenizer.mask_token_id)
+    ids, selected = rule.draw_numpy(rng, arrays["input_ids"], eligible, vocab_size, at_least_one=True)
+    positions = pad_rows([np.flatnonzero(row) for row in selected])  # (B, most masked)
+    weights = length_mask(selected.sum(1), positions.shape[1], np.float32)  # (B, most masked)
     return Case(name, group, {
         "input_ids": ids,
         "attention_mask": arrays["attention_mask"],
         "token_type_ids": arrays["token_type_ids"],
         "masked_lm_positions": positions,
-        "masked_lm_ids": labels,
+        "masked_lm_ids": np.take_along_axis(arrays["input_ids"], positions, 1),
         "masked_lm_weights": weights,
-        "next_sentence_labels": rng.integers(0, 2, len(chosen)).astype(np.int64),
+        "next_sentence_labels": rng.integers(0, 2, len(ids)).astype(np.int64),
     })  # fmt: skip
 
 
@@ -92,14 +89,13 @@ def build_cases(
         "batch 7": (pairs[8:15], min(64, max_length)),
         f"batch 1 x {max_length} tokens": ([(long_a, long_b)], max_length),
     }
-    cases = [_case(name, name, tokenizer, group, length, rng) for name, (group, length) in groups.items()]
+    cases = [_case(name, name, tokenizer, group, length, vocab_size, rng) for name, (group, length) in groups.items()]
     extra = [(sents[i], sents[j]) for i, j in zip(pick[64::2], pick[65::2], strict=True)]
     group = f"{n_pairs} short pairs"
     for start in range(0, len(extra), PAIR_BATCH):
         chunk = extra[start : start + PAIR_BATCH]
-        cases.append(
-            _case(f"pairs {start}-{start + len(chunk) - 1}", group, tokenizer, chunk, min(64, max_length), rng)
-        )
+        name = f"pairs {start}-{start + len(chunk) - 1}"
+        cases.append(_case(name, group, tokenizer, chunk, min(64, max_length), vocab_size, rng))
     return cases
 
 
@@ -243,14 +239,14 @@ def verify_bundle_variant(
     """Verify one variant of an export now, on `device`, with the export's own verification cases:
     for graphs that could not be verified at export time (NOT VERIFIED), before anything scores them."""
     model = BERTForPreTraining.from_pretrained(bundle.checkpoint).eval()
-    settings = bundle.manifest.get("verification", {})
+    settings = bundle.manifest.verification or VerificationSettings()
     cfg = bundle.config
     cases = build_cases(
         bundle.tokenizer,
-        min(int(settings.get("max_length", 512)), cfg.max_position_embeddings),
+        min(settings.max_length, cfg.max_position_embeddings),
         cfg.vocab_size,
-        seed=int(settings.get("seed", 0)),
-        n_pairs=int(settings.get("pairs", 0)),
+        seed=settings.seed,
+        n_pairs=settings.pairs,
     )
-    graphs = {g: bundle.path / rel for g, rel in bundle.manifest["variants"][variant]["graphs"].items()}
+    graphs = {g: bundle.path / rel for g, rel in bundle.manifest.variants[variant].graphs.items()}
     return verify_variants(model, cases, {variant: graphs}, {variant: tolerance}, device, allow_fallback)[variant]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lucid_eval.export import ExportBundle, ExportConfig, ExportError, ExportVerificationError, export_model
+from lucid_eval.export.manifest import Manifest
 from lucid_eval.export.sessions import make_session
 from lucid_eval.export.verify import build_cases
 from lucid_eval.models.model import BERTForPreTraining
@@ -133,7 +134,8 @@ def test_tampered_or_truncated_graph_is_refused(tiny_export, tmp_path):
         ExportBundle.load(copy)
     (copy / "fused" / "full.onnx").unlink()
     with pytest.raises(ExportError, match="fused/full.onnx is listed in manifest.json but missing"):
-        ExportBundle(copy, json.loads((copy / "manifest.json").read_text()), "").check_files(["fused/full.onnx"])
+        manifest = Manifest.from_json(json.loads((copy / "manifest.json").read_text()), copy)
+        ExportBundle(copy, manifest, "").check_files(["fused/full.onnx"])
     with pytest.raises(ExportError, match="manifest.json is missing"):
         ExportBundle.load(tmp_path)
 
@@ -194,8 +196,8 @@ def test_int8_keeps_attention_fp32_when_full_quantization_fails(tiny_checkpoint,
     manifest = export_model(
         ExportConfig(model=tiny_checkpoint, out=tmp_path / "e", variants=("int8",), verify_pairs=16)
     )
-    int8 = manifest["variants"]["int8"]
-    assert calls == [["int8"], ["int8"]] and int8["verification"]["verdict"] != "FAIL"
-    assert int8["quantization"]["op_types"] == ["MatMul"]
-    assert int8["quantization"]["attention_kept_fp32_because"] == ["scoring graph: |Δ mean NSP loss| 0.07 > 0.05"]
+    int8 = manifest.variants["int8"]
+    assert calls == [["int8"], ["int8"]] and int8.verification["verdict"] != "FAIL"
+    assert int8.quantization["op_types"] == ["MatMul"]
+    assert int8.quantization["attention_kept_fp32_because"] == ["scoring graph: |Δ mean NSP loss| 0.07 > 0.05"]
     assert not (tmp_path / "e" / "fused").exists() and ExportBundle.load(tmp_path / "e")

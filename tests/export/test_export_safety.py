@@ -50,7 +50,7 @@ def test_an_export_is_replaced_only_with_force_and_whole(tiny_checkpoint, tmp_pa
         _export(tiny_checkpoint, out)
     assert _tree(out) == before
     manifest = _export(tiny_checkpoint, out, force=True)
-    assert list(manifest["variants"]) == ["fp32"] and not (out / "int8").exists()  # nothing stranded
+    assert list(manifest.variants) == ["fp32"] and not (out / "int8").exists()  # nothing stranded
     assert ExportBundle.load(out).variants == ["fp32"] and _siblings(out) == []
 
 
