@@ -177,6 +177,7 @@ class Evidence:
     d_nsp_loss: float | None  # None: not measured (e.g. a corpus without NSP labels)
     n_failed: int = 0  # examples (or predictions) with NaN/Inf outputs where the reference had none
     fallback: str = ""  # why the runtime (or its reference) ran somewhere other than requested
+    absent: tuple[str, ...] = ()  # tasks ("NSP") whose head the compared graph does not have
 
 
 @dataclass(frozen=True)
@@ -282,9 +283,15 @@ def judge(evidence: Evidence, tol: Tolerance) -> Judgement:
         _judge_loss("mlm_loss", e.d_mlm_loss, tol.loss, "MLM"),
         _judge_loss("nsp_loss", e.d_nsp_loss, tol.loss, "NSP"),
     )
+    # A task whose head the graph lacks is not judged (neither passed nor failed), and said so.
+    checks = tuple(
+        Check(c.name, None, f"{task}: not in this graph") if (task := c.name.split("_")[0].upper()) in e.absent else c
+        for c in checks
+    )
     judged = [c.verdict for c in checks if c.verdict is not None]
     verdict = worst(judged)
     reasons = [c.detail for c in checks if c.verdict not in (None, Verdict.PASS)]
+    reasons += [f"{task} is not in this graph: the verdict covers the other task only" for task in e.absent]
     if e.fallback and verdict is not Verdict.FAIL:
         verdict = Verdict.FALLBACK
     if e.fallback:

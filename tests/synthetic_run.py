@@ -40,6 +40,7 @@ def synthetic_run(n_pairs: int = 40, *, n_flips: int = 3, nsp_labels: bool = Tru
             "threads": [8, 8, 8],
             "precision": ["fp32", "fp32", "int8"],
             "versions": ["torch 2.5.1", "onnxruntime 1.20.1", "onnxruntime 1.20.1"],
+            "tasks": ["mlm nsp", "mlm nsp", "mlm nsp"],
         }
     )
     comparison = pd.DataFrame(

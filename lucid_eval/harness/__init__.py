@@ -6,10 +6,11 @@ of torch and onnxruntime, so the report layer can read run tables without them."
 from importlib import import_module
 from typing import Any
 
-__all__ = ["RunError", "RunInterrupted", "RunResult", "ScoreConfig", "score"]
+_HOMES = {"RunError": "journal", "RunInterrupted": "journal", "RunResult": "run", "ScoreConfig": "run", "score": "run"}
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(import_module("lucid_eval.harness.run"), name)
+    if name in _HOMES:
+        return getattr(import_module(f"lucid_eval.harness.{_HOMES[name]}"), name)
     raise AttributeError(f"module 'lucid_eval.harness' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Accumulated per-example scores -> the run's tables (metrics, comparison, examples, flips).
+"""A run's totals -> its metrics and comparison tables; each chunk's scores -> its examples and flips.
 
 Metrics are token-weighted over the examples a runtime scored without failing. Comparisons use
 only examples the reference scored; an example a runtime failed on counts as a disagreement in
@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from lucid_eval.harness.accumulate import RuntimeTotals, RunTotals
 from lucid_eval.harness.scoring import Scores, flips_vs_reference
 from lucid_eval.harness.tables import (
     COMPARISON_SCHEMA,
@@ -24,16 +25,9 @@ from lucid_eval.harness.tables import (
 )
 from lucid_eval.models.tokenizer import BERTTokenizerFast
 from lucid_eval.runtimes.base import RuntimeInfo
-from lucid_eval.tolerances import Tolerance, Tolerances, decisive, decisive_margin, tolerance_for
-from lucid_eval.verdict import (
-    Agreement,
-    Evidence,
-    PairedDifference,
-    Verdict,
-    describe_difference,
-    judge,
-    paired_difference,
-)
+from lucid_eval.tolerances import Tolerance, Tolerances, tolerance_for
+from lucid_eval.totals import ratio
+from lucid_eval.verdict import Evidence, Verdict, describe_difference, judge
 
 Z_95 = 1.959963984540054
 TASK_WEIGHTS = {"mlm": 1.0, "nsp": 1.0}
@@ -50,59 +44,52 @@ def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else math.nan
-
-
-def _runtime_metrics(shared: dict[str, np.ndarray], r: dict[str, np.ndarray], has_labels: bool) -> dict:
-    ok = ~r["failed"]
-    count = int(shared["n_masked"][ok].sum())
-    correct = int(np.rint(r["mlm_correct"][ok]).sum())
-    mlm_loss = _ratio(float(r["mlm_loss_sum"][ok].sum()), count)
-    labelled = ok & (shared["nsp_label"] >= 0)
-    n_nsp = int(labelled.sum())
-    nsp_right = int((r["nsp_pred"][labelled] == shared["nsp_label"][labelled]).sum())
-    nsp_acc = _ratio(nsp_right, n_nsp) if has_labels else math.nan
-    mlm_acc = _ratio(correct, count)
+def _runtime_metrics(t: RuntimeTotals, has_labels: bool) -> dict:
+    s = t.scores
+    mlm_loss, mlm_acc = s.mlm_loss, s.mlm_accuracy
+    nsp_acc = s.nsp_accuracy if has_labels else math.nan
     if has_labels:
         weighted = (TASK_WEIGHTS["mlm"] * mlm_acc + TASK_WEIGHTS["nsp"] * nsp_acc) / sum(TASK_WEIGHTS.values())
     else:
         weighted = mlm_acc
-    wall_s = float(r["batch_ms"].sum()) / 1000.0
-    n_pairs = len(ok)
-    ms = r["batch_ms"] if len(r["batch_ms"]) else np.array([math.nan])
+    ms = t.latencies_ms
+    wall_s = float(ms.sum()) / 1000.0
+    ms = ms if len(ms) else np.array([math.nan])
+    mlm_lo, mlm_hi = wilson_interval(s.mlm_correct, s.mlm_count)
+    nsp_lo, nsp_hi = wilson_interval(s.nsp_correct, s.nsp_count) if has_labels else (math.nan, math.nan)
     return {
-        "n_pairs": n_pairs,
-        "n_failed": int(r["failed"].sum()),
-        "n_masked": count,
-        "n_nsp": n_nsp,
+        "tasks": "mlm nsp" if t.has_nsp else "mlm",
+        "n_pairs": t.n_pairs,
+        "n_failed": t.n_failed,
+        "n_masked": s.mlm_count,
+        "n_nsp": s.nsp_count,
         "mlm_loss": mlm_loss,
         "mlm_perplexity": math.exp(mlm_loss) if math.isfinite(mlm_loss) and mlm_loss < 700 else math.nan,
         "mlm_accuracy": mlm_acc,
-        "mlm_accuracy_lo": wilson_interval(correct, count)[0],
-        "mlm_accuracy_hi": wilson_interval(correct, count)[1],
-        "nsp_loss": _ratio(float(r["nsp_loss"][labelled].sum()), n_nsp) if has_labels else math.nan,
+        "mlm_accuracy_lo": mlm_lo,
+        "mlm_accuracy_hi": mlm_hi,
+        "nsp_loss": s.nsp_loss if has_labels else math.nan,
         "nsp_accuracy": nsp_acc,
-        "nsp_accuracy_lo": wilson_interval(nsp_right, n_nsp)[0] if has_labels else math.nan,
-        "nsp_accuracy_hi": wilson_interval(nsp_right, n_nsp)[1] if has_labels else math.nan,
+        "nsp_accuracy_lo": nsp_lo,
+        "nsp_accuracy_hi": nsp_hi,
         "weighted_accuracy": weighted,
         "wall_s": wall_s,
-        "pairs_per_second": _ratio(n_pairs, wall_s),
-        "tokens_per_second": _ratio(float(shared["n_tokens"].sum()), wall_s),
+        "pairs_per_second": ratio(t.n_pairs, wall_s),
+        "tokens_per_second": ratio(t.n_tokens, wall_s),
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
     }
 
 
-def metrics_table(scores: Scores, infos: dict[str, RuntimeInfo], has_labels: bool) -> pd.DataFrame:
+def metrics_table(totals: RunTotals, infos: dict[str, RuntimeInfo], has_labels: bool) -> pd.DataFrame:
     """One row per runtime (reference first) in METRICS_SCHEMA."""
     rows = []
-    for name, r in scores.runtimes.items():
+    for name, t in totals.runtimes.items():
         info = infos[name]
         rows.append(
             {
                 "runtime": name,
-                **_runtime_metrics(scores.shared, r, has_labels),
+                **_runtime_metrics(t, has_labels),
                 "providers": ", ".join(info.providers),
                 "fallback": info.fallback or "",
                 "threads": info.threads,
@@ -114,13 +101,9 @@ def metrics_table(scores: Scores, infos: dict[str, RuntimeInfo], has_labels: boo
     return coerce_table(pd.DataFrame(rows), unjudged, "metrics")
 
 
-def _agreement(agree: np.ndarray, judged: np.ndarray) -> Agreement:
-    """Counts over compared predictions (`agree` per prediction) and the decisive subset `judged`."""
-    return Agreement(int(agree.size), int((~agree).sum()), int(judged.sum()), int((~agree & judged).sum()))
-
-
-def _paired(ref_right: np.ndarray, got_right: np.ndarray) -> PairedDifference:
-    return paired_difference(int((~ref_right & got_right).sum()), int((ref_right & ~got_right).sum()), ref_right.size)
+def margins(infos: dict[str, RuntimeInfo], tolerances: Tolerances) -> dict[str, float]:
+    """Each runtime's decisive margin: the tol_margin of its precision."""
+    return {name: tolerance_for(info.precision, tolerances).margin for name, info in infos.items()}
 
 
 def _fallback(infos: dict[str, RuntimeInfo], name: str, reference: str) -> str:
@@ -130,54 +113,39 @@ def _fallback(infos: dict[str, RuntimeInfo], name: str, reference: str) -> str:
 
 
 def _comparison_row(
-    scores: Scores, name: str, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo], tol: Tolerance, has_labels: bool
+    totals: RunTotals, name: str, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo], tol: Tolerance, has_labels: bool
 ) -> dict:
-    shared, ref, got = scores.shared, scores.runtimes[scores.reference], scores.runtimes[name]
-    ref_ok, got_ok = ~ref["failed"], ~got["failed"]
-    both_ok = ref_ok & got_ok
-    ref_ok_slot = np.repeat(ref_ok, shared["n_masked"])
-    got_ok_slot = np.repeat(got_ok, shared["n_masked"])
-    # A runtime that failed where the reference did not disagrees: NaN is not the same prediction.
-    slot_agree = ((ref["slot_pred"] == got["slot_pred"]) & got_ok_slot)[ref_ok_slot]
-    slot_judged = decisive_margin(ref["slot_margin"][ref_ok_slot], tol.margin)
-    nsp_agree = ((ref["nsp_pred"] == got["nsp_pred"]) & got_ok)[ref_ok]
-    nsp_judged = decisive(ref["nsp_logits"][ref_ok], tol.margin)
-    mlm_diffs = got["max_abs_mlm_diff"][both_ok]
-    nsp_diff = np.abs(got["nsp_logits"][both_ok].astype(np.float64) - ref["nsp_logits"][both_ok])
+    c, reference = totals.comparisons[name], totals.reference
+    if c.margin != tol.margin:
+        raise ValueError(f"{name}: totals were summed with margin {c.margin}, the tolerance says {tol.margin}")
     m = metrics.set_index("runtime")
     delta = {
-        f"d_{k}": float(m.at[name, k] - m.at[scores.reference, k])
+        f"d_{k}": float(m.at[name, k] - m.at[reference, k])
         for k in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "weighted_accuracy")
     }
     evidence = Evidence(
-        mlm=_agreement(slot_agree, slot_judged),
-        nsp=_agreement(nsp_agree, nsp_judged),
-        max_abs_mlm_logit_diff=float(np.nanmax(mlm_diffs)) if np.isfinite(mlm_diffs).any() else math.nan,
-        max_abs_nsp_logit_diff=float(nsp_diff.max()) if nsp_diff.size else math.nan,
+        mlm=c.mlm.agreement(),
+        nsp=c.nsp.agreement(),
+        max_abs_mlm_logit_diff=c.mlm_diff.largest,
+        max_abs_nsp_logit_diff=c.nsp_diff.largest,
         d_mlm_loss=delta["d_mlm_loss"],
         d_nsp_loss=delta["d_nsp_loss"] if has_labels else None,
-        n_failed=int((ref_ok & ~got_ok).sum()),
-        fallback=_fallback(infos, name, scores.reference),
+        n_failed=c.n_failed,
+        fallback=_fallback(infos, name, reference),
+        absent=("NSP",) if c.nsp_absent else (),
     )
     verdict = judge(evidence, tol)
-    slot_ok = np.repeat(both_ok, shared["n_masked"])
-    label = shared["slot_label"][slot_ok]
-    mlm = _paired(ref["slot_pred"][slot_ok] == label, got["slot_pred"][slot_ok] == label)
-    labelled = both_ok & (shared["nsp_label"] >= 0)
-    nsp_label = shared["nsp_label"][labelled]
-    nsp = _paired(ref["nsp_pred"][labelled] == nsp_label, got["nsp_pred"][labelled] == nsp_label)
+    mlm, nsp = c.mlm_paired.difference(), c.nsp_paired.difference()
     row = {
         "runtime": name,
-        "reference": scores.reference,
+        "reference": reference,
         "verdict": verdict.verdict.value,
         "verdict_reasons": " | ".join(verdict.reasons),
         **delta,
         "max_abs_mlm_logit_diff": evidence.max_abs_mlm_logit_diff,
-        "mean_abs_mlm_logit_diff": _ratio(
-            float(got["sum_abs_mlm_diff"][both_ok].sum()), got["n_mlm_diff"][both_ok].sum()
-        ),
+        "mean_abs_mlm_logit_diff": c.mlm_diff.mean,
         "max_abs_nsp_logit_diff": evidence.max_abs_nsp_logit_diff,
-        "mean_abs_nsp_logit_diff": float(nsp_diff.mean()) if nsp_diff.size else math.nan,
+        "mean_abs_nsp_logit_diff": c.nsp_diff.mean,
         "n_failed": evidence.n_failed,
     }
     for task, a, d, unit in (("mlm", evidence.mlm, mlm, "masked tokens"), ("nsp", evidence.nsp, nsp, "pairs")):
@@ -198,7 +166,9 @@ def _comparison_row(
             f"{task}_accuracy_diff_lo": d.lo,
             f"{task}_accuracy_diff_hi": d.hi,
             f"{task}_mcnemar_p": d.p_value,
-            f"{task}_effect": describe_difference(name, task.upper(), d, unit),
+            f"{task}_effect": f"{name}: {task.upper()} is not in this graph"
+            if task.upper() in evidence.absent
+            else describe_difference(name, task.upper(), d, unit),
         }
     row |= {f"tol_{k}": math.nan if v is None else v for k, v in tol.as_dict().items()}
     row |= {f"check_{c.name}": "" if c.verdict is None else c.verdict.value for c in verdict.checks}
@@ -206,13 +176,12 @@ def _comparison_row(
 
 
 def comparison_table(
-    scores: Scores, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo], tolerances: Tolerances, has_labels: bool
+    totals: RunTotals, metrics: pd.DataFrame, infos: dict[str, RuntimeInfo], tolerances: Tolerances, has_labels: bool
 ) -> pd.DataFrame:
     """One row per non-reference runtime in COMPARISON_SCHEMA, each judged by lucid_eval.verdict."""
     rows = [
-        _comparison_row(scores, name, metrics, infos, tolerance_for(infos[name].precision, tolerances), has_labels)
-        for name in scores.runtimes
-        if name != scores.reference
+        _comparison_row(totals, name, metrics, infos, tolerance_for(infos[name].precision, tolerances), has_labels)
+        for name in totals.comparisons
     ]
     if not rows:
         return empty_table("comparison")
@@ -241,6 +210,7 @@ def examples_table(scores: Scores) -> pd.DataFrame:
     """One row per example and runtime, in corpus order, in EXAMPLES_SCHEMA (+ truncated, nsp_loss)."""
     shared = scores.shared
     unlabelled = shared["nsp_label"] < 0
+    no_nsp = {name: r["failed"] | ~r["nsp_present"] for name, r in scores.runtimes.items()}
     frames = [
         pd.DataFrame(
             {
@@ -253,12 +223,12 @@ def examples_table(scores: Scores) -> pd.DataFrame:
                 "mlm_correct": _ints(r["mlm_correct"], r["failed"]),
                 "nsp_logit_0": r["nsp_logits"][:, 0].astype(np.float64),
                 "nsp_logit_1": r["nsp_logits"][:, 1].astype(np.float64),
-                "nsp_pred": _ints(r["nsp_pred"], r["failed"]),
+                "nsp_pred": _ints(r["nsp_pred"], no_nsp[name]),
                 "nsp_label": _ints(shared["nsp_label"], unlabelled),
                 "max_abs_mlm_logit_diff": r["max_abs_mlm_diff"],
                 "failed": r["failed"],
                 "truncated": shared["truncated"],
-                "nsp_loss": np.where(unlabelled, np.nan, r["nsp_loss"]),
+                "nsp_loss": np.where(unlabelled | ~r["nsp_present"], np.nan, r["nsp_loss"]),
             }
         )
         for name, r in scores.runtimes.items()
@@ -273,7 +243,7 @@ def examples_table(scores: Scores) -> pd.DataFrame:
 
 def flips_table(scores: Scores, tokenizer: BERTTokenizerFast) -> pd.DataFrame:
     """Every MLM slot and NSP prediction that differs from the reference, with the pair's texts
-    (+ reference_margin: how decisive the reference's prediction was)."""
+    (+ reference_margin: how decisive the reference's prediction was), in corpus order."""
     shared, ref = scores.shared, scores.runtimes[scores.reference]
     texts = {
         int(i): (str(a), str(b))
@@ -287,7 +257,7 @@ def flips_table(scores: Scores, tokenizer: BERTTokenizerFast) -> pd.DataFrame:
         text_a, text_b = texts[int(shared["index"][e])]
         return {"runtime": name, "id": shared["id"][e], "kind": kind, "position": position, "text_a": text_a,
                 "text_b": text_b, "label": label, "reference_prediction": want, "prediction": have,
-                "reference_margin": margin}  # fmt: skip
+                "reference_margin": margin, "_example": e}  # fmt: skip
 
     rows = []
     for name, got in scores.runtimes.items():
@@ -309,13 +279,16 @@ def flips_table(scores: Scores, tokenizer: BERTTokenizerFast) -> pd.DataFrame:
             rows.append(row(name, e, "nsp", None, label, str(ref["nsp_pred"][e]), str(got["nsp_pred"][e]), margin))
     if not rows:
         return empty_table("flips").assign(reference_margin=pd.Series([], dtype=float))
-    return coerce_table(pd.DataFrame(rows), FLIPS_SCHEMA, "flips")
+    # Corpus order first (then runtime, kind, position): a run's flips do not depend on its chunking.
+    order = np.argsort([r["_example"] for r in rows], kind="stable")
+    table = pd.DataFrame([rows[i] for i in order]).drop(columns="_example")
+    return coerce_table(table, FLIPS_SCHEMA, "flips")
 
 
 def _fmt(value: object, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "-"
-    return format(value, spec)
+    return value if isinstance(value, str) else format(value, spec)
 
 
 def _decisive(c: pd.Series) -> str:
@@ -334,7 +307,8 @@ def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
     that says "match" only when every verdict is PASS, the reasons for every other verdict, and
     whether each runtime changes accuracy. MLM agreement is shown over all masked predictions and
     over the decisive ones (reference margin ≥ tol_margin), with their count."""
-    columns = [("runtime", 16, "s"), ("prec", 5, "s"), ("pairs", 8, ","), ("failed", 6, ","),
+    width = max([16, *map(len, metrics["runtime"])])
+    columns = [("runtime", width, "s"), ("prec", 5, "s"), ("pairs", 8, ","), ("failed", 6, ","),
                ("mlm_loss", 8, ".4f"), ("mlm_acc", 7, ".2%"), ("nsp_acc", 7, ".2%"), ("pairs/s", 9, ",.1f"),
                ("p95_ms", 8, ".1f"), ("max|Δlogit|", 11, ".2e"), ("mlm_agree", 9, "s"), ("decisive (n)", 18, "s"),
                ("verdict", 12, "s")]  # fmt: skip
@@ -345,7 +319,7 @@ def summary_table(metrics: pd.DataFrame, comparison: pd.DataFrame) -> str:
     for _, m in metrics.iterrows():
         c = rows.loc[m["runtime"]] if rows is not None and m["runtime"] in rows.index else None
         values = [m["runtime"], m["precision"], m["n_pairs"], m["n_failed"], m["mlm_loss"], m["mlm_accuracy"],
-                  m["nsp_accuracy"], m["pairs_per_second"], m["p95_ms"],
+                  m["nsp_accuracy"] if "nsp" in m["tasks"].split() else "no head", m["pairs_per_second"], m["p95_ms"],
                   None if c is None else c["max_abs_mlm_logit_diff"],
                   None if c is None else _floor_pct(c["mlm_agreement"]), None if c is None else _decisive(c), m["verdict"]]  # fmt: skip
         cells = [_fmt(v, spec) for v, (_, _, spec) in zip(values, columns, strict=True)]
@@ -368,13 +342,14 @@ def verdict_lines(metrics: pd.DataFrame, comparison: pd.DataFrame) -> list[str]:
     if comparison.empty:
         banner = "no runtime was compared with the reference"
     elif (counts.get(Verdict.PASS.value, 0) == len(comparison)) and not fallback_ref:
-        banner = f"all {len(comparison)} runtimes match the reference within the stated tolerances (PASS)"
+        which = "the runtime matches" if len(comparison) == 1 else f"all {len(comparison)} runtimes match"
+        banner = f"{which} the reference within the stated tolerances (PASS)"
     else:
         banner = "not every runtime is shown to match: " + ", ".join(f"{n} {v}" for v, n in counts.items())
     lines = [f"verdict: {banner}"]
     lines += [f"  {r} (reference): FALLBACK" for r in fallback_ref]
     for c in comparison.itertuples():
-        if c.verdict != Verdict.PASS.value:
+        if c.verdict != Verdict.PASS.value or c.verdict_reasons:  # a PASS may say what it does not cover
             lines.append(f"  {c.runtime}: {c.verdict}: {c.verdict_reasons}")
     lines += [f"  {effect}" for c in comparison.itertuples() for effect in (c.mlm_effect, c.nsp_effect)]
     return lines

@@ -1,20 +1,17 @@
 """`score`: run a corpus through every runtime and write the run directory, resumably.
 
-Finished chunks are journaled atomically in OUT/.journal (one .npz per chunk plus journal.json
-with the run's fingerprint), so a run killed at any moment resumes where it stopped and ends with
-the same tables as an uninterrupted one. OUT/.lock keeps two runs out of the same directory.
+Each chunk is scored (or loaded from the journal, see journal.py), journaled, summed into the
+run's totals and appended to the examples and flips tables, then dropped: memory stays that of
+one chunk however large the corpus, and a resumed run ends with the same tables.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
-import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,56 +20,55 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lucid_eval import __version__
-from lucid_eval.errors import UserError
+from lucid_eval.data.pairs import PairRecord
 from lucid_eval.files import sha256_file
+from lucid_eval.harness.accumulate import RunTotals
 from lucid_eval.harness.compare import (
     comparison_table,
     examples_table,
     flips_table,
+    margins,
     metrics_table,
     summary_table,
     with_verdicts,
 )
 from lucid_eval.harness.corpus import CorpusReader
+from lucid_eval.harness.journal import (
+    Journal,
+    RunInterrupted,
+    now,
+    run_directory,
+)
 from lucid_eval.harness.masking import encode_chunk
-from lucid_eval.harness.scoring import Scores, score_chunk, stop_on_sigint
+from lucid_eval.harness.scoring import BatchShape, Scores, score_chunk, stop_on_sigint
+from lucid_eval.harness.sources import default_factory, foreign_graphs, load_bundle, verify_unverified
 from lucid_eval.harness.tables import (
     REJECTED_SCHEMA,
-    REPORT_FILE,
-    RUN_INFO_FILE,
-    SCHEMAS,
-    atomic_write_text,
+    TableStream,
     coerce_table,
-    temp_files,
+    load_table,
     write_run_tables,
 )
-from lucid_eval.locking import LockError, exclusive_lock
-from lucid_eval.runtimes.base import Runtime, RuntimeInfo, RuntimeUnavailable
-from lucid_eval.tolerances import Tolerances, parse_overrides, tolerance_for, tolerances_as_dict
+from lucid_eval.runtimes.base import Runtime, RuntimeInfo
+from lucid_eval.tolerances import Tolerances, parse_overrides, tolerances_as_dict
 from lucid_eval.verdict import Verdict, exit_code
-
-JOURNAL_DIR = ".journal"
-JOURNAL_FILE = "journal.json"
-LOCK_FILE = ".lock"
-JOURNAL_FORMAT = 1
-
-
-class RunError(UserError, RuntimeError):
-    """The run cannot start or go on as asked (locked directory, journal conflict); says what to do."""
-
-
-class RunInterrupted(RunError):
-    """The run stopped early on request; finished chunks are journaled and can be resumed."""
 
 
 @dataclass
 class ScoreConfig:
-    """What to score with what; `runtimes[0]` is the reference every other runtime is compared to."""
+    """What to score with what; `runtimes[0]` is the reference every other runtime is compared to.
 
-    export_dir: str | Path
+    The model comes from an export directory (`export_dir`) or a checkpoint (`model`: then only the
+    torch runtimes and `onnx` graphs run). Each `onnx` graph (a foreign BERT graph) runs as
+    ort-`onnx_device`:LABEL after the named runtimes."""
+
+    export_dir: str | Path | None
     corpus: str | Path
     out_dir: str | Path
     runtimes: list[str]
+    model: str | Path | None = None
+    onnx: tuple[Path, ...] = ()
+    onnx_device: Literal["cpu", "cuda"] = "cpu"
     fmt: str | None = None
     seed: int = 0
     max_length: int = 128
@@ -92,7 +88,13 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         parse_overrides(self.tolerance_overrides)  # a mistyped override fails before any work
         checks = [
+            ((self.export_dir is None) != (self.model is None), "give an export directory or a model, not both"),
             (len(self.runtimes) > 0, "name at least one runtime (the first is the reference)"),
+            (
+                self.model is None or all(r.startswith("torch-") for r in self.runtimes),
+                f"with a model instead of an export only torch runtimes and ONNX graphs run, not {self.runtimes}; "
+                "the ort runtimes run an export directory's graphs",
+            ),
             (len(set(self.runtimes)) == len(self.runtimes), f"runtimes are repeated: {self.runtimes}"),
             (self.seed >= 0, f"seed must be non-negative, got {self.seed}"),
             (0.0 < self.mlm_probability < 1.0, f"mlm_probability must be in (0, 1), got {self.mlm_probability}"),
@@ -108,16 +110,23 @@ class ScoreConfig:
 
 @dataclass(eq=False)
 class RunResult:
-    """The tables of a finished run (as written to out_dir), run.json's content and the report path."""
+    """The tables of a finished run (as written to out_dir), run.json's content and the report path.
+    Examples and flips are corpus-sized: they are read from out_dir when asked for."""
 
     out_dir: Path
     metrics: pd.DataFrame
     comparison: pd.DataFrame
-    examples: pd.DataFrame
-    flips: pd.DataFrame
     rejected: pd.DataFrame
     run_info: dict[str, Any]
     report: Path | None  # the HTML report, when score() was given a builder (the CLI's is lucid_eval.reports)
+
+    @property
+    def examples(self) -> pd.DataFrame:
+        return load_table(self.out_dir, "examples")
+
+    @property
+    def flips(self) -> pd.DataFrame:
+        return load_table(self.out_dir, "flips")
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -136,190 +145,7 @@ class RunResult:
         return summary_table(self.metrics, self.comparison) + "\n" + line
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---- lock and run directory -------------------------------------------------------------------------
-# What `score` writes into OUT; a folder holding any of these that no run of ours wrote is refused.
-OUTPUT_FILES = (*(f"{name}.csv" for name in SCHEMAS), "examples.parquet", RUN_INFO_FILE, REPORT_FILE)
-
-
-@contextlib.contextmanager
-def run_lock(out_dir: Path) -> Iterator[None]:
-    """Hold OUT/.lock (a flock, so a run killed with -9 leaves a lock file the next run simply takes over)."""
-    path = out_dir / LOCK_FILE
-    try:
-        with exclusive_lock(path, str(out_dir)):
-            yield
-    except LockError as exc:
-        if exc.path != path:  # raised inside the block by another lock, not ours
-            raise
-        holder = f"process {exc.pid}" if exc.pid else "another process"
-        raise RunError(
-            f"{out_dir} is in use by another lucid-eval run ({holder} holds {path}); wait for it to finish "
-            f"or choose another output directory"
-        ) from None
-
-
-def _is_run_dir(out: Path) -> bool:
-    """Whether a lucid-eval run wrote into `out`: it holds our journal, or our run.json."""
-    if (out / JOURNAL_DIR / JOURNAL_FILE).is_file():
-        return True
-    try:
-        info = json.loads((out / RUN_INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and isinstance(info.get("versions"), dict) and "lucid_eval" in info["versions"]
-
-
-def _refuse_foreign_files(out: Path) -> None:
-    """Refuse to overwrite files of the run's names in a folder that no lucid-eval run wrote."""
-    in_the_way = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if in_the_way and not _is_run_dir(out):
-        raise RunError(
-            f"{out} is not a lucid-eval run directory and holds {', '.join(in_the_way)}, which scoring would "
-            f"overwrite; choose another output directory (--out), e.g. a new one"
-        )
-
-
-def _remove_temp_files(out: Path) -> None:
-    """Remove temp files our atomic writes leave when a run is killed mid-write (call under the lock)."""
-    journal = out / JOURNAL_DIR
-    leftovers = [*temp_files(out, OUTPUT_FILES), *temp_files(journal, [JOURNAL_FILE]), *journal.glob("chunk-*.npz.tmp")]
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-
-
-def _remove_unjournaled(out: Path) -> None:
-    """After a failed run that journaled no chunk: remove its journal files (call under the lock)."""
-    journal = out / JOURNAL_DIR
-    if (journal / JOURNAL_FILE).exists():
-        return
-    _remove_temp_files(out)
-    for stray in journal.glob("chunk-*.npz"):  # written before journal.json listed them
-        stray.unlink()
-    with contextlib.suppress(OSError):
-        journal.rmdir()
-
-
-@contextlib.contextmanager
-def run_directory(out: Path) -> Iterator[None]:
-    """Create OUT if needed and hold its lock for the run; refuse a folder of someone else's files,
-    and remove temp files a killed run left. A run that fails before journaling any chunk removes
-    its journal files and the directories it created; rmdir keeps any that something else was put
-    into meanwhile."""
-    created = [d for d in (out, *out.parents) if not d.exists()]  # deepest first
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        with run_lock(out):
-            _refuse_foreign_files(out)
-            _remove_temp_files(out)
-            try:
-                yield
-            except BaseException:
-                _remove_unjournaled(out)
-                raise
-    except BaseException:
-        for directory in created:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        raise
-
-
-# ---- journal ---------------------------------------------------------------------------------------
-class Journal:
-    """OUT/.journal: chunk-{k:06d}.npz per finished chunk, and journal.json listing them."""
-
-    def __init__(self, out_dir: Path, fingerprint: dict[str, Any], names: list[str]) -> None:
-        self.dir = out_dir / JOURNAL_DIR
-        self.fingerprint = fingerprint
-        self.names = names
-        self.chunks: dict[int, dict[str, Any]] = {}
-        self.started = _now()
-
-    @classmethod
-    def open(cls, out_dir: Path, fingerprint: dict[str, Any], names: list[str], resume: bool) -> Journal:
-        """A fresh journal, or (resume) the existing one after checking it belongs to this run."""
-        journal = cls(out_dir, fingerprint, names)
-        path = journal.dir / JOURNAL_FILE
-        if not path.exists():
-            if journal.dir.exists():
-                for stray in journal.dir.glob("chunk-*.npz*"):  # written before journal.json listed them
-                    stray.unlink()
-            return journal
-        if not resume:
-            raise RunError(
-                f"{out_dir} already holds a scoring run ({path}); pass --resume to continue "
-                f"or rebuild it, or choose another output directory"
-            )
-        state = json.loads(path.read_text(encoding="utf-8"))
-        old = state.get("fingerprint", {})
-        changed = [
-            f"{key} ({old.get(key)!r} -> {value!r})" for key, value in fingerprint.items() if old.get(key) != value
-        ]
-        if state.get("format") != JOURNAL_FORMAT or changed:
-            what = ", ".join(changed) or f"journal format {state.get('format')!r}"
-            raise RunError(
-                f"cannot resume in {out_dir}: the journal was written by a different run; changed: {what}. "
-                f"Resume with the original settings or choose another output directory"
-            )
-        journal.chunks = {int(c["chunk"]): c for c in state["chunks"]}
-        journal.started = state.get("started", journal.started)
-        return journal
-
-    def _file(self, k: int) -> Path:
-        return self.dir / f"chunk-{k:06d}.npz"
-
-    def save(self, k: int, scores: Scores) -> None:
-        """Write the chunk's arrays atomically, then list it in journal.json (also atomically)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        target = self._file(k)
-        tmp = target.with_name(target.name + ".tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **scores.to_arrays())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        index = scores.shared["index"]
-        self.chunks[k] = {"chunk": k, "file": target.name, "first_index": int(index[0]), "n_pairs": len(index)}
-        state = {
-            "format": JOURNAL_FORMAT,
-            "fingerprint": self.fingerprint,
-            "started": self.started,
-            "chunks": [self.chunks[c] for c in sorted(self.chunks)],
-        }
-        atomic_write_text(self.dir / JOURNAL_FILE, json.dumps(state, indent=1) + "\n")
-
-    def load(self, k: int, first_index: int, n_pairs: int) -> Scores:
-        """A journaled chunk, checked against the corpus rows it must cover."""
-        entry = self.chunks[k]
-        if (entry["first_index"], entry["n_pairs"]) != (first_index, n_pairs):
-            raise RunError(f"journal chunk {k} covers other pairs than the corpus now yields; {self._start_over()}")
-        try:
-            with np.load(self._file(k), allow_pickle=False) as data:
-                return Scores.from_arrays({key: data[key] for key in data.files}, self.names)
-        except (OSError, ValueError, KeyError) as exc:
-            raise RunError(f"journal chunk {self._file(k)} is unreadable ({exc}); {self._start_over()}") from exc
-
-    def _start_over(self) -> str:
-        """How to rescore from scratch: a run refuses a directory whose journal it cannot resume."""
-        return (
-            f"it cannot be resumed: to score from the start, delete the journal (rm -r {shlex.quote(str(self.dir))}) "
-            f"and run again, or choose another output directory"
-        )
-
-
 # ---- the run ---------------------------------------------------------------------------------------
-def _default_factory(config: ScoreConfig, bundle: Any) -> Callable[[str], Runtime]:
-    from lucid_eval.runtimes import create_runtime
-
-    return lambda name: create_runtime(name, bundle, threads=config.threads, allow_fallback=config.allow_fallback)
-
-
 def _interrupted(journal: Journal) -> RunInterrupted:
     return RunInterrupted(
         f"interrupted: {len(journal.chunks)} finished chunk(s) are saved in {journal.dir}; "
@@ -327,51 +153,83 @@ def _interrupted(journal: Journal) -> RunInterrupted:
     )
 
 
+@dataclass
+class _Outputs:
+    """Where each finished chunk goes: the totals of the metrics, and the examples and flips tables."""
+
+    totals: RunTotals
+    examples: TableStream
+    flips: TableStream
+    tokenizer: Any
+
+    def add(self, scores: Scores) -> None:
+        self.totals.add(scores)
+        self.examples.append(examples_table(scores))
+        self.flips.append(flips_table(scores, self.tokenizer))
+
+
+def _score_chunk(
+    config: ScoreConfig,
+    records: list[PairRecord],
+    runtimes: list[Runtime],
+    tokenizer: Any,
+    stop: Callable[[], bool],
+    on_batch: Callable[[int], None],
+) -> Scores | None:
+    """One chunk masked and scored on every runtime; None when stopped on request."""
+    examples = encode_chunk(
+        records, tokenizer, seed=config.seed, max_length=config.max_length, mlm_probability=config.mlm_probability
+    )
+    shape = BatchShape(config.token_budget, config.max_batch, config.max_length, tokenizer.pad_token_id)
+    return score_chunk(records, examples, runtimes, shape, stop=stop, on_batch=on_batch)
+
+
 def _score_corpus(
-    config: ScoreConfig, reader: CorpusReader, journal: Journal, runtimes: list[Runtime], tokenizer: Any
-) -> list[Scores]:
-    """Every chunk's scores, journaled ones loaded, the rest scored and journaled as they finish."""
-    parts: list[Scores] = []
+    config: ScoreConfig, reader: CorpusReader, journal: Journal, runtimes: list[Runtime], outputs: _Outputs
+) -> None:
+    """Every chunk, journaled ones loaded, the rest scored and journaled as they finish; each goes
+    into `outputs` and is dropped, so memory stays that of one chunk."""
     progress = tqdm(unit="pair", desc="scoring", disable=not config.progress, dynamic_ncols=True)
     with progress as bar, stop_on_sigint() as stop:
         try:
             for k, records in enumerate(reader.chunks(config.chunk_size)):
                 if k in journal.chunks:
-                    parts.append(journal.load(k, records[0].index, len(records)))
+                    scores = journal.load(k, records[0].index, len(records))
                     bar.update(len(records))
-                    continue
-                examples = encode_chunk(
-                    records,
-                    tokenizer,
-                    seed=config.seed,
-                    max_length=config.max_length,
-                    mlm_probability=config.mlm_probability,
-                )
-                scores = score_chunk(
-                    records,
-                    examples,
-                    runtimes,
-                    token_budget=config.token_budget,
-                    max_batch=config.max_batch,
-                    max_length=config.max_length,
-                    pad_token_id=tokenizer.pad_token_id,
-                    stop=stop,
-                    on_batch=bar.update,
-                )
-                if scores is None:
-                    raise _interrupted(journal)
-                journal.save(k, scores)
-                parts.append(scores)
+                else:
+                    scores = _score_chunk(config, records, runtimes, outputs.tokenizer, stop, bar.update)
+                    if scores is None:
+                        raise _interrupted(journal)
+                    journal.save(k, scores)
+                outputs.add(scores)
         except KeyboardInterrupt:
             raise _interrupted(journal) from None
-    return parts
+
+
+def _model_info(config: ScoreConfig, bundle: Any) -> dict[str, Any]:
+    """run.json's account of the model: the export directory, or the reference checkpoint's files."""
+    if config.model is None:
+        return {
+            "export": {
+                "dir": str(getattr(bundle, "path", config.export_dir)),
+                "manifest_sha256": bundle.manifest_sha256,
+            }
+        }
+    return {
+        "export": None,
+        "checkpoint": {
+            "path": str(Path(bundle.checkpoint).resolve()),
+            "sha256": bundle.manifest_sha256,
+            "files": bundle.files,
+        },
+    }
 
 
 def _run_info(
     config: ScoreConfig,
     bundle: Any,
     reader: CorpusReader,
-    scores: Scores,
+    totals: RunTotals,
     infos: dict[str, RuntimeInfo],
     journal: Journal,
 ) -> dict[str, Any]:
@@ -395,57 +253,85 @@ def _run_info(
             "columns": dict(config.columns or {}),
             "warnings": list(reader.warnings),
         },  # fmt: skip
-        "export": {"dir": str(getattr(bundle, "path", config.export_dir)), "manifest_sha256": bundle.manifest_sha256},
+        **_model_info(config, bundle),
         "reference": config.runtimes[0],
-        "runtimes": list(config.runtimes),
+        "runtimes": list(infos),
         "runtime_info": {name: asdict(info) for name, info in infos.items()},
         "counts": {
             "read": stats.read,
             "scored": stats.accepted,
-            "truncated": int(scores.shared["truncated"].sum()),
+            "truncated": totals.truncated,
             "rejected": stats.rejected,
         },
         "versions": versions,
         "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "started": journal.started,
-        "finished": _now(),
+        "finished": now(),
     }
 
 
-def verify_unverified(
-    config: ScoreConfig, bundle: Any, tolerances: Tolerances, echo: Callable[[str], None]
-) -> dict[str, dict[str, Any]]:
-    """Verify, before any scoring, each requested graph that was NOT VERIFIED at export (e.g. fp16
-    exported where no CUDA device was): on the runtime's device, with the export's own cases.
-    A FAIL stops the run with the numbers; every result goes into run.json."""
-    from lucid_eval.export.sessions import ProviderError
-    from lucid_eval.export.verify import verify_bundle_variant
-    from lucid_eval.runtimes import spec
+@dataclass
+class _Setup:
+    """What a run is about, resolved before its directory is touched."""
 
-    records: dict[str, dict[str, Any]] = {}
-    for name in config.runtimes:
-        s = spec(name)
-        if (
-            s.backend != "ort"
-            or s.variant not in bundle.variants
-            or bundle.verdict(s.variant) is not Verdict.NOT_VERIFIED
-        ):
-            continue
-        echo(f"verifying the {s.variant} graphs on {s.device} before scoring (not verified at export) ...")
-        try:
-            record = verify_bundle_variant(
-                bundle, s.variant, s.device, tolerance_for(s.precision, tolerances), config.allow_fallback
-            )
-        except ProviderError as exc:
-            raise RuntimeUnavailable(f"{name}: {exc}") from exc
-        records[f"{s.variant}@{s.device}"] = record
-        echo(f"{s.variant} on {s.device}: {record['verdict']}" + "".join(f"\n  {r}" for r in record["reasons"]))
-        if record["verdict"] == Verdict.FAIL.value:
-            raise RunError(
-                f"the {s.variant} graphs failed verification on {s.device} before scoring:\n  "
-                + "\n  ".join(record["reasons"])
-            )
-    return records
+    config: ScoreConfig
+    bundle: Any
+    foreign: dict[str, Any]  # runtime name -> ForeignGraph
+    tolerances: Tolerances
+    names: list[str]  # every runtime, the reference first
+
+    @classmethod
+    def resolve(cls, config: ScoreConfig, bundle: Any) -> _Setup:
+        bundle = bundle if bundle is not None else load_bundle(config)
+        limit = bundle.config.max_position_embeddings
+        if config.max_length > limit:
+            raise ValueError(f"max_length {config.max_length} exceeds the model's max_position_embeddings {limit}")
+        tolerances = parse_overrides(config.tolerance_overrides, getattr(bundle, "tolerances", None))
+        foreign = foreign_graphs(config, bundle)
+        return cls(config, bundle, foreign, tolerances, [*config.runtimes, *foreign])
+
+    def fingerprint(self, reader: CorpusReader) -> dict[str, Any]:
+        """What a resumed run must share with the run it resumes."""
+        c = self.config
+        return {
+            **({"corpus_columns": dict(c.columns)} if c.columns else {}),
+            "corpus_sha256": sha256_file(c.corpus),
+            "corpus_format": reader.fmt,
+            "export_manifest_sha256": self.bundle.manifest_sha256,
+            **({"onnx_sha256": {name: g.sha256 for name, g in self.foreign.items()}} if self.foreign else {}),
+            "seed": c.seed,
+            "max_length": c.max_length,
+            "mlm_probability": c.mlm_probability,
+            "runtimes": self.names,
+            "chunk_size": c.chunk_size,
+        }
+
+
+def _open_runtimes(stack: contextlib.ExitStack, factory: Callable[[str], Runtime], names: list[str]) -> list[Runtime]:
+    runtimes = [factory(name) for name in names]
+    for name, rt in zip(names, runtimes, strict=True):
+        if rt.name != name:
+            raise ValueError(f"runtime factory returned {rt.name!r} for {name!r}")
+        stack.enter_context(rt)
+    return runtimes
+
+
+def _tables(
+    setup: _Setup, reader: CorpusReader, outputs: _Outputs, infos: dict[str, RuntimeInfo], journal: Journal
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """metrics, comparison, rejected and run.json's content, from the run's totals."""
+    totals, stats = outputs.totals, reader.stats
+    if stats.read != stats.accepted + stats.rejected or stats.accepted != totals.n_pairs:
+        raise AssertionError(f"row counts do not reconcile: {stats}, {totals.n_pairs} scored")
+    metrics = metrics_table(totals, infos, reader.has_labels)
+    comparison = comparison_table(totals, metrics, infos, setup.tolerances, reader.has_labels)
+    metrics = with_verdicts(metrics, comparison)
+    rows = pd.DataFrame([asdict(r) for r in reader.rejected], columns=list(REJECTED_SCHEMA))
+    run_info = _run_info(setup.config, setup.bundle, reader, totals, infos, journal)
+    run_info["tolerances"] = tolerances_as_dict(setup.tolerances)
+    run_info["onnx_graphs"] = {name: graph.record() for name, graph in setup.foreign.items()}
+    run_info["verdicts"] = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
+    return metrics, comparison, coerce_table(rows, REJECTED_SCHEMA), run_info
 
 
 def score(
@@ -458,72 +344,33 @@ def score(
 ) -> RunResult:
     """Score `config.corpus` on every runtime with identical masked inputs and write the run directory.
 
-    `bundle` defaults to ExportBundle.load(config.export_dir); `runtime_factory` (name -> Runtime)
-    defaults to lucid_eval.runtimes.create_runtime over that bundle. `report` builds the HTML report
-    from the written tables (the harness sits below the report layer, so the caller passes it).
+    `bundle` defaults to the export's (or the checkpoint's, with `config.model`); `runtime_factory`
+    (name -> Runtime) defaults to lucid_eval.runtimes.create_runtime over that bundle. `report` builds
+    the HTML report from the written tables (the harness sits below the report layer, so the caller
+    passes it).
     """
-    if bundle is None:
-        from lucid_eval.export.bundle import ExportBundle
-
-        bundle = ExportBundle.load(config.export_dir)
-    limit = bundle.config.max_position_embeddings
-    if config.max_length > limit:
-        raise ValueError(f"max_length {config.max_length} exceeds the model's max_position_embeddings {limit}")
-    tokenizer = bundle.tokenizer
-    tolerances = parse_overrides(config.tolerance_overrides, getattr(bundle, "tolerances", None))
-    factory = runtime_factory or _default_factory(config, bundle)
+    setup = _Setup.resolve(config, bundle)
+    factory = runtime_factory or default_factory(config, setup.bundle, setup.foreign)
     out = Path(config.out_dir)
-    names = list(config.runtimes)
     with run_directory(out):
         reader = CorpusReader(config.corpus, config.fmt, config.on_error, columns=config.columns)
-        for warning in reader.warnings:
+        for warning in [*reader.warnings, *(w for graph in setup.foreign.values() for w in graph.warnings)]:
             echo(f"warning: {warning}")
-        fingerprint = {
-            **({"corpus_columns": dict(config.columns)} if config.columns else {}),
-            "corpus_sha256": sha256_file(config.corpus),
-            "corpus_format": reader.fmt,
-            "export_manifest_sha256": bundle.manifest_sha256,
-            "seed": config.seed,
-            "max_length": config.max_length,
-            "mlm_probability": config.mlm_probability,
-            "runtimes": names,
-            "chunk_size": config.chunk_size,
-        }
-        journal = Journal.open(out, fingerprint, names, config.resume)
-        late = {} if runtime_factory else verify_unverified(config, bundle, tolerances, echo)
+        journal = Journal.open(out, setup.fingerprint(reader), setup.names, config.resume)
+        late = {} if runtime_factory else verify_unverified(config, setup.bundle, setup.tolerances, echo)
         with contextlib.ExitStack() as stack:
-            runtimes = [factory(name) for name in names]
-            for name, rt in zip(names, runtimes, strict=True):
-                if rt.name != name:
-                    raise ValueError(f"runtime factory returned {rt.name!r} for {name!r}")
-                stack.enter_context(rt)
+            runtimes = _open_runtimes(stack, factory, setup.names)
             infos = {rt.name: rt.info() for rt in runtimes}
-            parts = _score_corpus(config, reader, journal, runtimes, tokenizer)
-        scores = Scores.concat(parts)
-        del parts  # the chunks are in `scores` now; tables below need the memory
-        stats = reader.stats
-        if stats.read != stats.accepted + stats.rejected or stats.accepted != len(scores.shared["index"]):
-            raise AssertionError(f"row counts do not reconcile: {stats}, {len(scores.shared['index'])} scored")
-        metrics = metrics_table(scores, infos, reader.has_labels)
-        comparison = comparison_table(scores, metrics, infos, tolerances, reader.has_labels)
-        metrics = with_verdicts(metrics, comparison)
-        examples = examples_table(scores)
-        flips = flips_table(scores, tokenizer)
-        rejected = coerce_table(
-            pd.DataFrame([asdict(r) for r in reader.rejected], columns=list(REJECTED_SCHEMA)), REJECTED_SCHEMA
-        )
-        run_info = _run_info(config, bundle, reader, scores, infos, journal)
-        run_info["tolerances"] = tolerances_as_dict(tolerances)
-        run_info["late_verification"] = late
-        run_info["verdicts"] = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
-        write_run_tables(
-            out,
-            metrics=metrics,
-            comparison=comparison,
-            examples=examples,
-            flips=flips,
-            rejected=rejected,
-            run_info=run_info,
-        )
+            outputs = _Outputs(
+                RunTotals.start(setup.names, margins(infos, setup.tolerances)),
+                stack.enter_context(TableStream(out, "examples")),
+                stack.enter_context(TableStream(out, "flips")),
+                setup.bundle.tokenizer,
+            )
+            _score_corpus(config, reader, journal, runtimes, outputs)
+            metrics, comparison, rejected, run_info = _tables(setup, reader, outputs, infos, journal)
+            run_info["late_verification"] = late
+            write_run_tables(out, metrics=metrics, comparison=comparison, examples=outputs.examples,
+                             flips=outputs.flips, rejected=rejected, run_info=run_info)  # fmt: skip
         page = report(out) if report else None  # while the run still holds its directory
-    return RunResult(out, metrics, comparison, examples, flips, rejected, run_info, page)
+    return RunResult(out, metrics, comparison, rejected, run_info, page)

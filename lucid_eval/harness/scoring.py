@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -35,7 +35,8 @@ class Scores:
     shared: index, id, n_tokens, n_masked, nsp_label (-1 = none), truncated; slot_position and
     slot_label (masked slots of all examples, concatenated); flip_index/flip_text_a/flip_text_b
     (texts of examples some runtime disagrees on, for flips.csv).
-    runtime: mlm_loss_sum, mlm_correct, nsp_loss, nsp_logits (N, 2), nsp_pred, failed,
+    runtime: mlm_loss_sum, mlm_correct, nsp_loss, nsp_logits (N, 2), nsp_pred, nsp_present (False:
+    the runtime's graph has no NSP head), failed,
     max_abs_mlm_diff, sum_abs_mlm_diff, n_mlm_diff (vs the reference), slot_pred, slot_margin
     (top-1 minus top-2 logit per slot), batch_ms (one entry per batch).
     """
@@ -64,22 +65,6 @@ class Scores:
                 runtimes[names[int(j)]][field] = value
         return cls(shared, runtimes)
 
-    @classmethod
-    def concat(cls, parts: Sequence[Scores]) -> Scores:
-        """One Scores from consecutive chunks. Each field is taken out of the chunks as soon as it is
-        joined (the chunks are left empty), so the peak is the whole plus one field, not twice the whole."""
-
-        def join(fields: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
-            return np.concatenate([f.pop(key) for f in fields])
-
-        first = parts[0]
-        shared = {k: join([p.shared for p in parts], k) for k in list(first.shared)}
-        runtimes = {
-            name: {k: join([p.runtimes[name] for p in parts], k) for k in list(fields)}
-            for name, fields in first.runtimes.items()
-        }
-        return cls(shared, runtimes)
-
 
 def _per_example(rows: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """Sum per-slot values into their examples."""
@@ -97,12 +82,9 @@ def reduce_outputs(batch: Batch, out: ScoreOutputs, ref_logits: np.ndarray | Non
     n_slots = valid.sum(axis=1)
     logits = out.mlm_logits[valid]  # (S, V)
     bad_slots = _per_example(rows, (~np.isfinite(logits).all(axis=-1)).astype(np.float64), size) > 0
-    failed = (
-        bad_slots
-        | ~np.isfinite(out.mlm_loss_sum)
-        | ~np.isfinite(out.nsp_loss)
-        | ~np.isfinite(out.nsp_logits).all(axis=-1)
-    )
+    failed = bad_slots | ~np.isfinite(out.mlm_loss_sum)
+    if out.has_nsp:
+        failed |= ~np.isfinite(out.nsp_loss) | ~np.isfinite(out.nsp_logits).all(axis=-1)
     slot_max = np.zeros(len(rows))
     slot_sum = np.zeros(len(rows))
     if ref_logits is not None:
@@ -121,7 +103,8 @@ def reduce_outputs(batch: Batch, out: ScoreOutputs, ref_logits: np.ndarray | Non
         "mlm_correct": out.mlm_correct.astype(np.float64),
         "nsp_loss": out.nsp_loss.astype(np.float64),
         "nsp_logits": out.nsp_logits.astype(np.float32),
-        "nsp_pred": out.nsp_logits.argmax(axis=-1).astype(np.int64),
+        "nsp_pred": out.nsp_logits.argmax(axis=-1).astype(np.int64) if out.has_nsp else np.full(size, -1),
+        "nsp_present": np.full(size, out.has_nsp),
         "failed": failed,
         "max_abs_mlm_diff": max_diff,
         "sum_abs_mlm_diff": _per_example(rows, slot_sum, size),
@@ -155,10 +138,12 @@ def _shared(records: Sequence[PairRecord], examples: Sequence[MaskedExample]) ->
 def flips_vs_reference(
     shared: dict[str, np.ndarray], ref: dict[str, np.ndarray], got: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(slot flipped (S,), NSP flipped (N,)) where both runtimes scored the example without failing."""
+    """(slot flipped (S,), NSP flipped (N,)) where both runtimes scored the example without failing
+    (and, for NSP, both have an NSP head)."""
     both_ok = ~ref["failed"] & ~got["failed"]
     slot_ok = np.repeat(both_ok, shared["n_masked"])
-    return (ref["slot_pred"] != got["slot_pred"]) & slot_ok, (ref["nsp_pred"] != got["nsp_pred"]) & both_ok
+    nsp_ok = both_ok & ref["nsp_present"] & got["nsp_present"]
+    return (ref["slot_pred"] != got["slot_pred"]) & slot_ok, (ref["nsp_pred"] != got["nsp_pred"]) & nsp_ok
 
 
 @contextlib.contextmanager
@@ -182,15 +167,22 @@ def stop_on_sigint() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+@dataclass(frozen=True)
+class BatchShape:
+    """How a chunk is cut into padded batches (see batching.iter_batches); the same for every runtime."""
+
+    token_budget: int
+    max_batch: int
+    max_length: int
+    pad_token_id: int
+
+
 def score_chunk(
     records: Sequence[PairRecord],
     examples: Sequence[MaskedExample],
     runtimes: Sequence[Runtime],
+    shape: BatchShape,
     *,
-    token_budget: int,
-    max_batch: int,
-    max_length: int,
-    pad_token_id: int,
     stop: Callable[[], bool] = lambda: False,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> Scores | None:
@@ -200,13 +192,10 @@ def score_chunk(
     `on_batch(n)` reports progress in pairs."""
     if not examples:
         raise ValueError("cannot score an empty chunk")
-    names = [rt.name for rt in runtimes]
-    pieces: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in names}
-    times: dict[str, list[float]] = {name: [] for name in names}
+    pieces: dict[str, list[dict[str, np.ndarray]]] = {rt.name: [] for rt in runtimes}
+    times: dict[str, list[float]] = {rt.name: [] for rt in runtimes}
     order_parts = []
-    for indices, batch in iter_batches(
-        examples, token_budget=token_budget, max_batch=max_batch, max_length=max_length, pad_token_id=pad_token_id
-    ):
+    for indices, batch in iter_batches(examples, **asdict(shape)):
         if stop():
             return None
         ref_logits = None
@@ -221,20 +210,29 @@ def score_chunk(
         order_parts.append(indices)
         on_batch(len(indices))
     shared = _shared(records, examples)
-    batch_index = np.concatenate(order_parts)
+    scores = Scores(shared, _in_corpus_order(shared, np.concatenate(order_parts), pieces, times))
+    _attach_flip_texts(scores, records)
+    return scores
+
+
+def _in_corpus_order(
+    shared: dict[str, np.ndarray],
+    batch_index: np.ndarray,
+    pieces: dict[str, list[dict[str, np.ndarray]]],
+    times: dict[str, list[float]],
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each runtime's per-batch results joined and put back in corpus order (slot arrays too)."""
     order = np.argsort(batch_index, kind="stable")
     if not np.array_equal(batch_index[order], shared["index"]):
         raise AssertionError("batches must cover the chunk's examples, in corpus order, exactly once")
     slot_perm = _slot_order(shared["n_masked"][np.searchsorted(shared["index"], batch_index)], order)
     per_runtime = {}
-    for name in names:
-        merged = {k: np.concatenate([p[k] for p in pieces[name]]) for k in pieces[name][0]}
+    for name, parts in pieces.items():
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         fields = {k: v[slot_perm] if k.startswith("slot_") else v[order] for k, v in merged.items()}
         fields["batch_ms"] = np.asarray(times[name], dtype=np.float64)
         per_runtime[name] = fields
-    scores = Scores(shared, per_runtime)
-    _attach_flip_texts(scores, records)
-    return scores
+    return per_runtime
 
 
 def _attach_flip_texts(scores: Scores, records: Sequence[PairRecord]) -> None:

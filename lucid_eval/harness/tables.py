@@ -51,6 +51,7 @@ METRICS_SCHEMA: Schema = {
     "threads": "int",
     "precision": "str",
     "versions": "str",
+    "tasks": "str",  # the heads the runtime's graph has: "mlm nsp", or "mlm" (e.g. an Optimum fill-mask graph)
 }
 
 # One row per compared runtime, with the verdict and every check as judged by lucid_eval.verdict:
@@ -177,24 +178,67 @@ class RunTables:
     rejected: pd.DataFrame
 
 
+def _temp_beside(path: Path) -> tuple[int, Path]:
+    """A new temp file beside `path` named `.NAME.XXXXXXXX.tmp` (which `temp_files` finds when a killed
+    process leaves one), with the old file's mode, else the usual 0644 (mkstemp creates 0600 files)."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp_name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+    return fd, Path(tmp_name)
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def _atomic_target(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success move it into place with os.replace.
-
-    The temp file is removed on any error; one left by a killed process is named
-    `.NAME.XXXXXXXX.tmp`, which `temp_files` finds."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    The temp file is removed on any error."""
+    fd, tmp = _temp_beside(path)
     try:
         os.close(fd)
-        # mkstemp creates 0600 files; keep the old file's mode, else the usual 0644.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         yield tmp
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _move_into_place(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class TableStream:
+    """A run table written chunk by chunk into a temp file beside NAME.csv, moved into place by
+    `commit`: a corpus-sized table (examples, flips) never has to be in memory at once, and readers
+    see the old file or the whole new one. Closing without commit removes the temp file."""
+
+    def __init__(self, run_dir: Path, name: str) -> None:
+        self.name = name
+        self.path = Path(run_dir) / f"{name}.csv"
+        fd, self._tmp = _temp_beside(self.path)
+        self._handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self.rows = 0
+
+    def append(self, df: pd.DataFrame) -> None:
+        """Add rows (typed and ordered by the table's schema; the header comes with the first call)."""
+        table = coerce_table(df, SCHEMAS[self.name], self.name)
+        table.to_csv(self._handle, header=self._handle.tell() == 0, **_CSV_OPTIONS)
+        self.rows += len(table)
+
+    def commit(self) -> None:
+        if self._handle.tell() == 0:  # no chunk: the header of an empty table
+            self.append(empty_table(self.name))
+        self._handle.close()
+        _move_into_place(self._tmp, self.path)
+
+    def close(self) -> None:
+        """Discard what was not committed."""
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TableStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def temp_files(directory: Path, names: Iterable[str]) -> list[Path]:
@@ -261,12 +305,26 @@ def _write_csv(path: Path, df: pd.DataFrame, name: str) -> None:
         coerce_table(df, SCHEMAS[name], name).to_csv(tmp, encoding="utf-8", **_CSV_OPTIONS)
 
 
+def _write_table(root: Path, table: pd.DataFrame | TableStream, name: str) -> None:
+    if isinstance(table, TableStream):
+        table.commit()
+    else:
+        _write_csv(root / f"{name}.csv", table, name)
+
+
+# Columns added after runs were first written, and what they held before: older runs still load.
+_ADDED_COLUMNS: dict[str, dict[str, str]] = {"metrics": {"tasks": "mlm nsp"}}
+
+
 def _read_csv(path: Path, name: str) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return empty_table(name)
     raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     if raw.columns.empty:
         return empty_table(name)
+    for column, value in _ADDED_COLUMNS.get(name, {}).items():
+        if column not in raw.columns:
+            raw[column] = value
     return coerce_table(raw, SCHEMAS[name], f"{path.name}")
 
 
@@ -275,24 +333,25 @@ def write_run_tables(
     *,
     metrics: pd.DataFrame,
     comparison: pd.DataFrame,
-    examples: pd.DataFrame,
-    flips: pd.DataFrame,
+    examples: pd.DataFrame | TableStream,
+    flips: pd.DataFrame | TableStream,
     rejected: pd.DataFrame | None,
     run_info: dict[str, Any],
     examples_format: Literal["csv", "parquet"] = "csv",
 ) -> None:
     """Write every table of a run (each file atomically) and run.json.
 
-    `examples_format="parquet"` needs pyarrow; the other format's stale file is removed
-    so `load_run` never reads examples from an earlier run.
+    Examples and flips may come as a TableStream the run has filled chunk by chunk; it is committed
+    here. `examples_format="parquet"` (for a DataFrame) needs pyarrow; the other format's stale file
+    is removed so `load_run` never reads examples from an earlier run.
     """
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     _write_csv(root / "metrics.csv", metrics, "metrics")
     _write_csv(root / "comparison.csv", comparison, "comparison")
-    _write_csv(root / "flips.csv", flips, "flips")
+    _write_table(root, flips, "flips")
     _write_csv(root / "rejected.csv", empty_table("rejected") if rejected is None else rejected, "rejected")
-    if examples_format == "parquet":
+    if examples_format == "parquet" and isinstance(examples, pd.DataFrame):
         try:
             import pyarrow  # noqa: F401  (only to fail early with a clear message)
         except ImportError as exc:
@@ -301,7 +360,7 @@ def write_run_tables(
             coerce_table(examples, EXAMPLES_SCHEMA, "examples").to_parquet(tmp, index=False)
         (root / "examples.csv").unlink(missing_ok=True)
     else:
-        _write_csv(root / "examples.csv", examples, "examples")
+        _write_table(root, examples, "examples")
         (root / "examples.parquet").unlink(missing_ok=True)
     text = json.dumps(run_info, indent=2, ensure_ascii=False, default=str)
     atomic_write_text(root / RUN_INFO_FILE, text + "\n")
@@ -318,13 +377,7 @@ def load_run(run_dir: str | os.PathLike[str], *, report_only: bool = False) -> R
         if not (root / required).is_file():
             raise FileNotFoundError(f"{root} is not a lucid-eval run directory: {required} is missing")
     run_info = json.loads((root / RUN_INFO_FILE).read_text(encoding="utf-8"))
-    parquet = root / "examples.parquet"
-    if report_only:
-        examples = _report_examples(root, run_info.get("reference"))
-    elif parquet.is_file():
-        examples = coerce_table(pd.read_parquet(parquet), EXAMPLES_SCHEMA, parquet.name)
-    else:
-        examples = _read_csv(root / "examples.csv", "examples")
+    examples = _report_examples(root, run_info.get("reference")) if report_only else load_table(root, "examples")
     return RunTables(
         run_dir=root,
         run_info=run_info,
@@ -334,6 +387,15 @@ def load_run(run_dir: str | os.PathLike[str], *, report_only: bool = False) -> R
         flips=_read_csv(root / "flips.csv", "flips"),
         rejected=_read_csv(root / "rejected.csv", "rejected"),
     )
+
+
+def load_table(run_dir: str | os.PathLike[str], name: str) -> pd.DataFrame:
+    """One table of a run directory, typed (examples from examples.parquet when that is there)."""
+    root = Path(run_dir)
+    parquet = root / f"{name}.parquet"
+    if name == "examples" and parquet.is_file():
+        return coerce_table(pd.read_parquet(parquet), EXAMPLES_SCHEMA, parquet.name)
+    return _read_csv(root / f"{name}.csv", name)
 
 
 REPORT_EXAMPLE_COLUMNS = ("runtime", "failed", "max_abs_mlm_logit_diff")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, RuntimeUnavail
 
 if TYPE_CHECKING:
     from lucid_eval.export.bundle import ExportBundle
+    from lucid_eval.export.foreign import ForeignGraph
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,26 @@ def spec(name: str) -> RuntimeSpec:
         raise ValueError(f"unknown runtime {name!r}; choose from {', '.join(SPECS)}") from None
 
 
+def foreign_name(device: str, label: str) -> str:
+    """The runtime name of a foreign graph: ort-cpu:LABEL or ort-cuda:LABEL."""
+    return f"ort-{device}:{label}"
+
+
 def create_runtime(
-    name: str, bundle: ExportBundle, *, threads: int | None = None, allow_fallback: bool = False
+    name: str,
+    bundle: ExportBundle,
+    *,
+    threads: int | None = None,
+    allow_fallback: bool = False,
+    foreign: Mapping[str, ForeignGraph] | None = None,
 ) -> Runtime:
-    """A runtime over an export bundle; nothing is loaded until open()."""
+    """A runtime over an export bundle, or one of the `foreign` graphs by its runtime name;
+    nothing is loaded until open()."""
+    if foreign and name in foreign:
+        from lucid_eval.runtimes.foreign_runtime import ForeignOrtRuntime
+
+        device = name.split(":", 1)[0].removeprefix("ort-")
+        return ForeignOrtRuntime(name, foreign[name], device, threads, allow_fallback)
     s = spec(name)
     if s.backend == "torch":
         from lucid_eval.runtimes.torch_runtime import TorchRuntime
@@ -85,6 +103,7 @@ __all__ = [
     "RuntimeUnavailable",
     "ScoreOutputs",
     "create_runtime",
+    "foreign_name",
     "runtime_status",
     "spec",
 ]

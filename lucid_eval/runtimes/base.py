@@ -6,6 +6,7 @@ anything; comparison lives in the harness, which never imports a backend.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -48,6 +49,7 @@ class ScoreOutputs:
     nsp_logits: np.ndarray  # (B, 2) float32
     mlm_predictions: np.ndarray  # (B, P) int64
     mlm_logits: np.ndarray  # (B, P, V) float32
+    has_nsp: bool = True  # False: the graph has no NSP head (its nsp_* arrays are NaN and mean nothing)
 
     def __post_init__(self) -> None:
         b, p = self.mlm_predictions.shape
@@ -59,11 +61,44 @@ class ScoreOutputs:
             raise ValueError(f"output mlm_logits has shape {self.mlm_logits.shape}, expected ({b}, {p}, V)")
 
     @classmethod
-    def from_named(cls, outputs: Mapping[str, np.ndarray]) -> ScoreOutputs:
+    def from_named(cls, outputs: Mapping[str, np.ndarray], has_nsp: bool = True) -> ScoreOutputs:
         """From a name -> array mapping holding exactly SCORING_OUTPUTS."""
         if set(outputs) != set(SCORING_OUTPUTS):
             raise ValueError(f"scoring outputs {sorted(outputs)} != the contract {list(SCORING_OUTPUTS)}")
-        return cls(**{name: np.asarray(outputs[name]) for name in SCORING_OUTPUTS})
+        return cls(**{name: np.asarray(outputs[name]) for name in SCORING_OUTPUTS}, has_nsp=has_nsp)
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = np.max(x, axis=-1, keepdims=True)
+    return (top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True)))[..., 0]
+
+
+def outputs_from_logits(batch: Batch, mlm_logits: np.ndarray, nsp_logits: np.ndarray | None) -> ScoreOutputs:
+    """The scoring outputs from logits at the masked slots (B, P, V) and NSP logits (B, 2), computed as
+    the scoring graph does (float32 logits; each example's loss summed exactly, so it does not depend
+    on its batch). `nsp_logits` None: the model has no NSP head; its outputs are NaN, has_nsp False."""
+    logits = mlm_logits.astype(np.float32, copy=False)
+    weights = batch.masked_lm_weights.astype(np.float32)
+    target = np.take_along_axis(logits, batch.masked_lm_ids[..., None], -1)[..., 0]  # (B, P)
+    token_loss = _logsumexp(logits) - target
+    predictions = logits.argmax(-1).astype(np.int64)  # (B, P)
+    if nsp_logits is None:
+        nsp = np.full((batch.size, 2), np.nan, dtype=np.float32)
+        nsp_loss = np.full(batch.size, np.nan, dtype=np.float32)
+    else:
+        nsp = nsp_logits.astype(np.float32, copy=False)
+        nsp_target = np.take_along_axis(nsp, batch.next_sentence_labels[:, None], -1)[:, 0]
+        nsp_loss = (_logsumexp(nsp) - nsp_target).astype(np.float32)
+    outputs = {
+        "mlm_loss_sum": np.array([math.fsum(row) for row in token_loss * weights], dtype=np.float32),
+        "mlm_correct": ((predictions == batch.masked_lm_ids) * weights).sum(-1).astype(np.float32),
+        "mlm_count": weights.sum(-1),
+        "nsp_loss": nsp_loss,
+        "nsp_logits": nsp,
+        "mlm_predictions": predictions,
+        "mlm_logits": logits,
+    }
+    return ScoreOutputs.from_named(outputs, has_nsp=nsp_logits is not None)
 
 
 @dataclass

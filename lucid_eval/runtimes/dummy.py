@@ -7,18 +7,12 @@ results are identical however a corpus is batched. `noise` imitates a reduced-pr
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 
 import numpy as np
 
-from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, ScoreOutputs
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = np.max(x, axis=-1, keepdims=True)
-    return (top + np.log(np.sum(np.exp(x - top), axis=-1, keepdims=True)))[..., 0]
+from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, ScoreOutputs, outputs_from_logits
 
 
 class DummyRuntime(Runtime):
@@ -95,19 +89,4 @@ class DummyRuntime(Runtime):
         ]
         logits = np.stack([p[0] for p in pairs])  # (B, P, V)
         nsp_logits = np.stack([p[1] for p in pairs])  # (B, 2)
-        weights = batch.masked_lm_weights.astype(np.float32)
-        target = np.take_along_axis(logits, batch.masked_lm_ids[..., None], -1)[..., 0]
-        token_loss = _logsumexp(logits) - target
-        predictions = logits.argmax(-1).astype(np.int64)
-        nsp_target = np.take_along_axis(nsp_logits, batch.next_sentence_labels[:, None], -1)[:, 0]
-        return ScoreOutputs.from_named(
-            dict(
-                mlm_loss_sum=np.array([math.fsum(row) for row in token_loss * weights], dtype=np.float32),
-                mlm_correct=((predictions == batch.masked_lm_ids) * weights).sum(-1).astype(np.float32),
-                mlm_count=weights.sum(-1),
-                nsp_loss=(_logsumexp(nsp_logits) - nsp_target).astype(np.float32),
-                nsp_logits=nsp_logits,
-                mlm_predictions=predictions,
-                mlm_logits=logits,
-            )
-        )
+        return outputs_from_logits(batch, logits, nsp_logits)

@@ -14,7 +14,7 @@ from _score_dummy import TIMING_COLUMNS, FaultAtBatch, config, factory, make_bun
 
 from lucid_eval.harness import RunError, RunInterrupted, score
 from lucid_eval.harness.corpus import CorpusReader
-from lucid_eval.harness.run import JOURNAL_DIR, JOURNAL_FILE, LOCK_FILE
+from lucid_eval.harness.journal import JOURNAL_DIR, JOURNAL_FILE, LOCK_FILE
 from lucid_eval.reports import build_report
 from lucid_eval.runtimes.dummy import DummyRuntime
 
@@ -78,6 +78,13 @@ def test_same_seed_reproduces_and_another_seed_masks_differently(baseline, bundl
     ref = read(baseline.out_dir, "metrics.csv").iloc[0]
     assert not ref.equals(read(other.out_dir, "metrics.csv").iloc[0])
     assert not baseline.examples["n_masked"].equals(other.examples["n_masked"])
+
+
+def test_tables_summed_chunk_by_chunk_equal_those_of_one_chunk(baseline, bundle, corpus, tmp_path) -> None:
+    """Metrics and comparisons are summed per chunk and the tables streamed: chunking changes nothing."""
+    small = run(bundle, corpus, tmp_path / "small", chunk_size=10)
+    assert len(json.loads((small.out_dir / JOURNAL_DIR / JOURNAL_FILE).read_text())["chunks"]) == 10
+    assert_same_outputs(baseline.out_dir, small.out_dir)
 
 
 def test_existing_journal_needs_resume_and_the_same_settings(baseline, bundle, corpus) -> None:

@@ -16,7 +16,7 @@ from _score_dummy import FaultAtBatch, config, factory, make_bundle, write_corpu
 from lucid_eval.harness import RunError, score
 from lucid_eval.harness import run as run_module
 from lucid_eval.harness.corpus import CorpusError
-from lucid_eval.harness.run import JOURNAL_DIR, JOURNAL_FILE, LOCK_FILE
+from lucid_eval.harness.journal import JOURNAL_DIR, JOURNAL_FILE, LOCK_FILE
 from lucid_eval.reports import atomic_write_text
 from lucid_eval.runtimes.base import RuntimeUnavailable
 from lucid_eval.runtimes.dummy import DummyRuntime

@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 from _score_dummy import records
 
+from lucid_eval.harness.accumulate import RunTotals
 from lucid_eval.harness.batching import make_batch
 from lucid_eval.harness.compare import (
     comparison_table,
     examples_table,
     flips_table,
+    margins,
     metrics_table,
     summary_table,
     wilson_interval,
     with_verdicts,
 )
 from lucid_eval.harness.masking import encode_chunk
-from lucid_eval.harness.scoring import Scores, score_chunk
+from lucid_eval.harness.scoring import BatchShape, Scores, score_chunk
 from lucid_eval.runtimes.dummy import DummyRuntime
 from lucid_eval.tolerances import TOLERANCES
 
@@ -30,16 +32,16 @@ def run_chunk(tokenizer, kinds: dict[str, dict], *, token_budget: int = 256, n: 
     runtimes = [DummyRuntime(name, tokenizer.vocab_size, **options) for name, options in kinds.items()]
     for rt in runtimes:
         rt.open()
-    scores = score_chunk(
-        recs, examples, runtimes, token_budget=token_budget, max_batch=8, max_length=48, pad_token_id=0
-    )
+    scores = score_chunk(recs, examples, runtimes, BatchShape(token_budget, max_batch=8, max_length=48, pad_token_id=0))
     assert scores is not None
     return scores, {rt.name: rt.info() for rt in runtimes}
 
 
 def tables(scores: Scores, infos: dict, tokenizer) -> tuple:
-    metrics = metrics_table(scores, infos, has_labels=True)
-    comparison = comparison_table(scores, metrics, infos, TOLERANCES, has_labels=True)
+    totals = RunTotals.start(list(scores.runtimes), margins(infos, TOLERANCES))
+    totals.add(scores)
+    metrics = metrics_table(totals, infos, has_labels=True)
+    comparison = comparison_table(totals, metrics, infos, TOLERANCES, has_labels=True)
     return with_verdicts(metrics, comparison), comparison, examples_table(scores), flips_table(scores, tokenizer)
 
 
