@@ -78,7 +78,7 @@ def export(model: str, out: Path, force: bool, opset: int, variants: tuple[str, 
 
     from lucid_eval.export import ExportConfig, ExportVerificationError, export_model
     from lucid_eval.tolerances import parse_overrides
-    from lucid_eval.verdict import Verdict, exit_code
+    from lucid_eval.verdict import exit_code
 
     config = ExportConfig(model=Path(model), out=out, opset=opset, variants=variants or VARIANT_NAMES, force=force,
                           verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances))  # fmt: skip
@@ -87,13 +87,13 @@ def export(model: str, out: Path, force: bool, opset: int, variants: tuple[str, 
     except ExportVerificationError as exc:  # a verdict, not a usage error: exit 3 as score does
         click.echo(f"Error: {exc}", err=True)
         sys.exit(3)
-    for name, info in manifest["variants"].items():
-        verification = info["verification"]
-        click.echo(f"{name:6s} {info['precision']:5s} {info['device']:5s} {verification['verdict']}")
-        for reason in verification["reasons"]:
+    for name, variant in manifest.variants.items():
+        click.echo(f"{name:6s} {variant.precision:5s} {variant.device:5s} {variant.verdict.value}")
+        for reason in variant.verification["reasons"]:
             click.echo(f"{'':19s}{reason}")
-    click.echo(f"export written to {out} in {manifest['seconds']['total']:.1f} s (manifest.json has the details)")
-    verdicts = [Verdict(v["verification"]["verdict"]) for v in manifest["variants"].values()]
+    seconds = (manifest.seconds or {}).get("total", float("nan"))
+    click.echo(f"export written to {out} in {seconds:.1f} s (manifest.json has the details)")
+    verdicts = [variant.verdict for variant in manifest.variants.values()]
     sys.exit(exit_code(verdicts, strict))
 
 
@@ -182,8 +182,21 @@ def bench(
 
 
 @main.command()
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
+@click.option("--model", help="Instead of --export: a checkpoint dir (or 'demo') as the reference, for --onnx graphs.")
 @click.option(
-    "--export", "export_dir", required=True, type=click.Path(path_type=Path), help="Export dir (lucid-eval export)."
+    "--onnx",
+    "onnx",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Repeatable: a BERT ONNX graph from elsewhere (Optimum, torch.onnx.export, ...) to compare too.",
+)
+@click.option(
+    "--onnx-device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where --onnx graphs run.",
 )
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -191,7 +204,7 @@ def bench(
     "runtimes",
     multiple=True,
     callback=_distinct,
-    help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu.",
+    help="Repeatable; the first is the reference. Default: torch-cpu, ort-cpu (with --model: torch-cpu).",
 )
 @click.option(
     "--out",
@@ -233,9 +246,12 @@ def bench(
 )
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP + " Applied to the export's tolerances.")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
-def score(export_dir, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget, threads, on_error, resume, allow_fallback,
-          tolerances, strict) -> None:  # fmt: skip
-    """Score a corpus of text pairs on several runtimes with identical masks, and compare them."""
+def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget, threads,
+          on_error, resume, allow_fallback, tolerances, strict) -> None:  # fmt: skip
+    """Score a corpus of text pairs on several runtimes with identical masks, and compare them.
+
+    The model comes from an export (--export) or a checkpoint (--model); --onnx adds graphs
+    exported elsewhere, each compared with the reference like lucid-eval's own."""
     import shlex
     import sys
 
@@ -243,12 +259,18 @@ def score(export_dir, corpus, runtimes, out, fmt, columns, seed, max_length, tok
     from lucid_eval.harness import score as run_score
     from lucid_eval.reports import build_report
 
+    if (export_dir is None) == (model is None):
+        raise click.UsageError("give --export DIR, or --model CHECKPOINT (with --onnx graphs to compare), not both")
+    if model is not None and not onnx:
+        raise click.UsageError("--model needs at least one --onnx graph to compare with it (or use --export)")
+    default = ("torch-cpu", "ort-cpu") if export_dir is not None else ("torch-cpu",)
     if token_budget < max_length:
         raise click.BadParameter(f"{token_budget} is less than --max-length {max_length}: no batch could hold a pair",
                                  param_hint="--token-budget")  # fmt: skip
     try:
         config = ScoreConfig(
-            export_dir=export_dir, corpus=corpus, out_dir=out, runtimes=list(runtimes or ("torch-cpu", "ort-cpu")), fmt=fmt,
+            export_dir=export_dir, model=model, onnx=onnx, onnx_device=onnx_device, corpus=corpus, out_dir=out,
+            runtimes=list(runtimes or default), fmt=fmt,
             seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
             resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
             tolerance_overrides=tolerances, columns=columns,
@@ -310,3 +332,77 @@ def pretrain(corpus: str, out: Path, preset: str, steps: int | None, seed: int |
     final = ", ".join(f"{k} {v:.4f}" for k, v in result.final.items())
     click.echo(f"held-out: {final}; most-frequent-token MLM baseline {result.baseline_mlm_accuracy:.4f}")
     click.echo(f"checkpoint written to {out} in {result.seconds:.0f} s")
+
+
+@main.command()
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
+@click.option("--model", help="Instead of --export: a checkpoint dir (or 'demo') as the reference, for --onnx graphs.")
+@click.option(
+    "--onnx",
+    "onnx",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Repeatable: a BERT ONNX graph from elsewhere to localise too (run as ort-DEVICE:LABEL, as score does).",
+)
+@click.option(
+    "--onnx-device", type=click.Choice(["cpu", "cuda"]), help="Where --onnx graphs run (default: the run's, else cpu)."
+)
+@click.option(
+    "--corpus",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Corpus of text pairs (default with --examples-from: the run's).",
+)
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    callback=_distinct,
+    help="Repeatable ort-* runtime of the export; torch-cpu is always the reference. Default: ort-cpu-plain, "
+    "ort-cpu, ort-cpu-int8 (with --examples-from: the run's ONNX runtimes that flipped).",
+)
+@click.option("--n-pairs", type=click.IntRange(1), help="Localise the corpus's first N pairs (default 100).")
+@click.option("--examples", metavar="ID,ID,...", help="Only the pairs with these corpus ids (e.g. from flips.csv).")
+@click.option(
+    "--examples-from",
+    type=click.Path(exists=True, path_type=Path),
+    help="A run's flips.csv or run directory: its flipped pairs, with that run's seed, max length, corpus, model and "
+    "graphs unless given; writes RUN_DIR/localize and adds it to RUN_DIR/report.html unless --out is given.",
+)
+@click.option("--seed", type=click.IntRange(0), help="Mask seed (default: the run's with --examples-from, else 0).")
+@click.option("--max-length", type=click.IntRange(5), help="Default: the run's with --examples-from, else 128.")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads (default: all cores).")
+@click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP + " Applied to the export's tolerances.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New or empty directory (or an earlier localize output) for localize.csv and localize.html "
+    "(default with --examples-from RUN_DIR: RUN_DIR/localize).",
+)
+def localize(export_dir, model, onnx, onnx_device, corpus, runtimes, n_pairs, examples, examples_from, seed,
+             max_length, threads, tolerances, out) -> None:  # fmt: skip
+    """Find where each graph's numbers leave the PyTorch reference's: error at every layer boundary.
+
+    The graphs are an export's (--export) and any --onnx graphs exported elsewhere (with --export,
+    or --model CHECKPOINT as the reference)."""
+    import shlex
+    import sys
+
+    from lucid_eval.harness.localize import LocalizeConfig
+    from lucid_eval.harness.localize import localize as run_localize
+    from lucid_eval.reports import build_report
+    from lucid_eval.reports.localize import build_localize_report
+
+    if model is not None and not onnx:
+        raise click.UsageError("--model needs at least one --onnx graph to localise (or use --export)")
+    ids = tuple(i.strip() for i in examples.split(",") if i.strip()) if examples else ()
+    config = LocalizeConfig(
+        export_dir=export_dir, model=model, onnx=onnx, onnx_device=onnx_device, corpus=corpus, out_dir=out,
+        runtimes=list(runtimes), n_pairs=n_pairs, examples=ids, examples_from=examples_from, seed=seed,
+        max_length=max_length, threads=threads, tolerance_overrides=tolerances,
+        command=shlex.join(["lucid-eval", *sys.argv[1:]]),
+    )  # fmt: skip
+    result = run_localize(config, echo=click.echo, report=build_localize_report)
+    click.echo(result.summary())
+    click.echo(f"wrote {result.out_dir / 'localize.csv'}; report: {result.report}")
+    if result.run_dir is not None and (result.run_dir / "run.json").is_file():
+        click.echo(f"report: {build_report(result.run_dir)} (with this localisation)")

@@ -34,6 +34,7 @@ NAME_CHARS = 80
 REASON_CHARS = 200
 TEXT_CHARS = 400
 DASH = "—"
+NO_HEAD = "no head in this graph"
 # Bidi controls (ALM, LRM, RLM, embeddings, overrides, isolates): U+202E in a file name
 # would otherwise reverse the text around it.
 _BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -115,6 +116,19 @@ def _summary(info: dict[str, Any], reference: str | None) -> dict[str, Any]:
     corpus = info.get("corpus") or {}
     export = info.get("export") or {}
     counts = info.get("counts") or {}
+    checkpoint = info.get("checkpoint") or {}
+    graphs = [
+        (
+            f"ONNX graph {name}",
+            f"{g.get('path')} · sha256 {g.get('sha256')} · {g.get('precision')} · inputs "
+            + ", ".join(f"{k} {v}" for k, v in (g.get("inputs") or {}).items())
+            + " · outputs "
+            + "; ".join(f"{k} {v}" for k, v in (g.get("how") or {}).items())
+            + ("" if g.get("nsp_output") else " · no NSP head")
+            + "".join(f" · warning: {w}" for w in g.get("warnings") or []),
+        )
+        for name, g in (info.get("onnx_graphs") or {}).items()
+    ]
     rows = [
         ("Command", info.get("command")),
         ("Corpus", corpus.get("path")),
@@ -122,6 +136,9 @@ def _summary(info: dict[str, Any], reference: str | None) -> dict[str, Any]:
         ("Corpus format", corpus.get("format")),
         ("Export", export.get("dir")),
         ("Export manifest sha256", export.get("manifest_sha256")),
+        ("Reference checkpoint", checkpoint.get("path")),
+        ("Reference checkpoint sha256", checkpoint.get("sha256")),
+        *graphs,
         ("Reference runtime", reference),
         ("Runtimes", ", ".join(map(str, info.get("runtimes") or []))),
         ("Seed", info.get("seed")),
@@ -168,9 +185,15 @@ def _metric_rows(metrics: pd.DataFrame, reference: str | None) -> list[dict[str,
                 "mlm_perplexity": _num(m["mlm_perplexity"], ",.3f"),
                 "mlm_accuracy": _pct(m["mlm_accuracy"]),
                 "mlm_interval": _interval(m["mlm_accuracy_lo"], m["mlm_accuracy_hi"]),
-                "nsp_loss": _num(m["nsp_loss"], ".4f"),
-                "nsp_accuracy": _pct(m["nsp_accuracy"]),
-                "nsp_interval": _interval(m["nsp_accuracy_lo"], m["nsp_accuracy_hi"]),
+                **(
+                    {"nsp_loss": NO_HEAD, "nsp_accuracy": NO_HEAD, "nsp_interval": ""}
+                    if "nsp" not in str(m["tasks"]).split()
+                    else {
+                        "nsp_loss": _num(m["nsp_loss"], ".4f"),
+                        "nsp_accuracy": _pct(m["nsp_accuracy"]),
+                        "nsp_interval": _interval(m["nsp_accuracy_lo"], m["nsp_accuracy_hi"]),
+                    }
+                ),
                 "weighted_accuracy": _pct(m["weighted_accuracy"]),
                 "wall_s": _num(m["wall_s"], ",.2f"),
                 "pairs_per_second": _num(m["pairs_per_second"], ",.1f"),
@@ -345,7 +368,10 @@ def _reference(run: RunTables) -> str | None:
 
 
 def report_context(run: RunTables) -> dict[str, Any]:
-    """Everything the template shows, already formatted as strings (and figures as data URIs)."""
+    """Everything the template shows, already formatted as strings (and figures as data URIs);
+    `localize` is the section of RUN_DIR/localize, when `lucid-eval localize` wrote one there."""
+    from lucid_eval.reports.localize import run_localize_section  # it builds on this module's environment
+
     reference = _reference(run)
     shown_reference = shown(reference, NAME_CHARS) if reference else DASH
     comparison = _comparison_rows(run.comparison)
@@ -379,6 +405,7 @@ def report_context(run: RunTables) -> dict[str, Any]:
         "plots": [{"title": t, "caption": c, "uri": u} for t, c, u in plots if u is not None],
         "flips": _flips(run.flips),
         "rejected": _rejected(run.rejected),
+        "localize": run_localize_section(run.run_dir, run.run_info),
     }
 
 
