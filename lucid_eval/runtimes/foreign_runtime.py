@@ -9,18 +9,17 @@ logits stay under LOGITS_BYTES.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 
 from lucid_eval.export.foreign import ForeignGraph
-from lucid_eval.export.sessions import ProviderError, SessionResult, make_session
-from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, RuntimeUnavailable, ScoreOutputs, outputs_from_logits
+from lucid_eval.runtimes.base import Batch, RuntimeInfo, ScoreOutputs, outputs_from_logits
+from lucid_eval.runtimes.ort_runtime import OrtRuntime
 
 LOGITS_BYTES = 64 * 2**20
 
 
-class ForeignOrtRuntime(Runtime):
+class ForeignOrtRuntime(OrtRuntime):
     """One session over a foreign graph on the CPU or CUDA execution provider (checked, never a
-    silent fallback: see export.sessions.make_session)."""
+    silent fallback: the session is made as OrtRuntime makes it)."""
 
     def __init__(
         self,
@@ -30,20 +29,8 @@ class ForeignOrtRuntime(Runtime):
         threads: int | None = None,
         allow_fallback: bool = False,
     ) -> None:
-        self.name = name
-        self.graph = graph
-        self.device = device
-        self.threads = threads
-        self.allow_fallback = allow_fallback
-        self._result: SessionResult | None = None
-
-    def open(self) -> None:
-        try:
-            self._result = make_session(
-                self.graph.path, self.device, threads=self.threads, allow_fallback=self.allow_fallback
-            )
-        except ProviderError as exc:
-            raise RuntimeUnavailable(f"{self.name}: {exc}") from exc
+        super().__init__(name, graph.path, graph.precision, device, threads, allow_fallback)
+        self.foreign = graph
 
     def _feed(self, batch: Batch, rows: slice) -> dict[str, np.ndarray]:
         arrays = {
@@ -51,12 +38,12 @@ class ForeignOrtRuntime(Runtime):
             "attention_mask": batch.attention_mask,
             "token_type_ids": batch.token_type_ids,
         }
-        return {name: arrays[name][rows].astype(dtype) for name, dtype in self.graph.inputs.items()}
+        return {name: arrays[name][rows].astype(dtype) for name, dtype in self.foreign.inputs.items()}
 
     def run(self, batch: Batch) -> ScoreOutputs:
         if self._result is None:
             raise RuntimeError(f"{self.name} is not open")
-        session, g = self._result.session, self.graph
+        session, g = self._result.session, self.foreign
         wanted = [g.mlm_output] + ([g.nsp_output] if g.nsp_output else [])
         b, t = batch.input_ids.shape
         step = max(1, LOGITS_BYTES // (t * 4 * g.vocab_size))  # rows per group
@@ -65,30 +52,16 @@ class ForeignOrtRuntime(Runtime):
             rows = slice(start, start + step)
             out = session.run(wanted, self._feed(batch, rows))
             positions = batch.masked_lm_positions[rows]  # (b, P)
-            logits = out[0]  # (b, T, V)
-            mlm.append(np.take_along_axis(logits, positions[..., None], 1).astype(np.float32))  # (b, P, V)
+            mlm.append(np.take_along_axis(out[0], positions[..., None], 1).astype(np.float32))  # (b, T, V) -> (b, P, V)
             if g.nsp_output:
                 nsp.append(out[1].astype(np.float32))  # (b, 2)
-            del out, logits
+            del out
         return outputs_from_logits(batch, np.concatenate(mlm), np.concatenate(nsp) if nsp else None)
 
     def info(self) -> RuntimeInfo:
-        result = self._result
-        notes = [f"foreign graph {self.graph.path} (sha256 {self.graph.sha256[:12]}…)"]
-        if self.graph.nsp_output is None:
-            notes.append("no NSP head in this graph")
-        if result is not None:
-            notes.append(f"session options: {result.options}")
-        return RuntimeInfo(
-            name=self.name,
-            precision=self.graph.precision,
-            device=self.device,
-            providers=result.providers if result else [],
-            threads=int(result.options["intra_op_num_threads"]) if result else self.threads,
-            versions={"onnxruntime": ort.__version__},
-            notes=notes,
-            fallback=result.fallback or "" if result else "",
+        info = super().info()
+        g = self.foreign
+        info.notes[:0] = [f"foreign graph {g.path} (sha256 {g.sha256[:12]}…)"] + (
+            [] if g.nsp_output else ["no NSP head in this graph"]
         )
-
-    def close(self) -> None:
-        self._result = None
+        return info
