@@ -12,7 +12,16 @@ from pathlib import Path
 import pandas as pd
 
 from lucid_eval.bench.flops import useful_flops
-from lucid_eval.bench.measure import BASELINE, Job, corpus_lengths, matmul_job, measure, model_bytes, run_isolated
+from lucid_eval.bench.measure import (
+    BASELINE,
+    OPTIMUM,
+    Job,
+    corpus_lengths,
+    matmul_job,
+    measure,
+    model_bytes,
+    run_isolated,
+)
 
 DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8")
 
@@ -24,6 +33,7 @@ class BenchConfig:
     out: Path
     runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
     baseline: bool = True
+    optimum: bool = True  # the peer row (Optimum's ORTModelForMaskedLM); "not installed" without the extra
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 0
     max_length: int = 128
@@ -63,12 +73,14 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     export_dir = prepare_export(config)
     job = Job(BASELINE, str(export_dir), str(config.corpus), config.seed, config.max_length, config.threads,
               config.token_budget, config.max_batch)  # fmt: skip
-    names = ([BASELINE] if config.baseline else []) + list(config.runtimes)
+    names = ([BASELINE] if config.baseline else []) + ([OPTIMUM] if config.optimum else []) + list(config.runtimes)
     rows = []
     for name in names:
         echo(f"measuring {name} ...")
         rows.append(run_isolated(measure, Job(**{**job.__dict__, "name": name})))
-        echo(f"  {rows[-1]['pairs'] / rows[-1]['seconds']:.1f} pairs/s, peak RSS {rows[-1]['peak_rss_mb']:.0f} MB")
+        row = rows[-1]
+        echo(f"  {row['pairs'] / row['seconds']:.1f} pairs/s, peak RSS {row['peak_rss_mb']:.0f} MB" if row["pairs"]
+             else f"  {row['implementation']}")  # fmt: skip
     echo("measuring the fp32 matrix-multiply rate ...")
     rates = run_isolated(matmul_job, config.threads)
     matmul = max(rates.values())
@@ -83,6 +95,8 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     table["roofline"] = table["useful_gflops"] / matmul
     reference = table.iloc[0]
     table["speedup"] = table["pairs_per_second"] / reference["pairs_per_second"]
+    peer = table.loc[table["name"] == OPTIMUM, "pairs_per_second"]
+    table["vs_optimum"] = table["pairs_per_second"] / (peer.iloc[0] if len(peer) else float("nan"))
     table["d_mlm_loss"] = table["mlm_loss"] - reference["mlm_loss"]
     table["d_nsp_loss"] = table["nsp_loss"] - reference["nsp_loss"]
     table.to_csv(config.out / "bench.csv", index=False)

@@ -94,11 +94,32 @@ def _baseline(job: Job) -> Measurement:
             "lucid_eval BERTForPreTraining (full logits)",
         )
     model.eval()
-    pad = bundle.tokenizer.pad_token_id
     totals = Totals()
     start = time.perf_counter()
-    for begin in range(0, len(examples), job.baseline_batch):
-        group = examples[begin : begin + job.baseline_batch]
+    for ids, mask, types, labels, nsp in _padded_groups(examples, job.baseline_batch, bundle.tokenizer.pad_token_id):
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            scores, nsp_scores = (
+                (out.prediction_logits, out.seq_relationship_logits) if hasattr(out, "prediction_logits") else out
+            )
+            totals.add(
+                **_mlm_sums(scores, labels),
+                nsp_loss_sum=F.cross_entropy(nsp_scores, nsp, reduction="sum").item(),
+                nsp_correct=(nsp_scores.argmax(-1) == nsp).sum().item(),
+                nsp_count=len(nsp),
+            )
+    seconds = time.perf_counter() - start
+    return _measurement(job.name, implementation, "fp32", f"torch:cpu ({implementation})", job.threads, examples,
+                        totals, seconds)  # fmt: skip
+
+
+def _padded_groups(examples, size: int, pad: int):
+    """The usual evaluation batches: corpus order, `size` pairs padded to the longest, as torch
+    tensors (ids, attention mask, token types, MLM labels with -100 elsewhere, NSP labels)."""
+    import torch
+
+    for begin in range(0, len(examples), size):
+        group = examples[begin : begin + size]
         tokens = pad_batch(
             {"input_ids": [e.input_ids for e in group], "token_type_ids": [e.type_ids for e in group]},
             pad_token_id=pad,
@@ -107,27 +128,57 @@ def _baseline(job: Job) -> Measurement:
         labels = torch.full_like(ids, -100)  # (B, T)
         for row, e in enumerate(group):
             labels[row, torch.from_numpy(e.positions)] = torch.from_numpy(e.labels)
-        nsp = torch.tensor([max(e.nsp_label, 0) for e in group])
+        yield ids, mask, types, labels, torch.tensor([max(e.nsp_label, 0) for e in group])
+
+
+def _mlm_sums(scores, labels) -> dict[str, float]:
+    """MLM loss sum, hits and count from full (B, T, V) logits and labels (-100: not masked)."""
+    import torch.nn.functional as F
+
+    valid = labels != -100
+    return {
+        "mlm_loss_sum": F.cross_entropy(
+            scores.reshape(-1, scores.shape[-1]), labels.reshape(-1), reduction="sum"
+        ).item(),
+        "mlm_correct": (scores.argmax(-1)[valid] == labels[valid]).sum().item(),
+        "mlm_count": valid.sum().item(),
+    }
+
+
+OPTIMUM = "optimum"
+
+
+def _optimum(job: Job) -> Measurement:
+    """The peer a user of ONNX Runtime would pick: Optimum's ORTModelForMaskedLM on an Optimum
+    fill-mask export of the same checkpoint, evaluated in the usual loop (MLM only: the fill-mask
+    graph has no NSP head). Not installed: a row that says so."""
+    try:
+        from optimum.exporters.onnx import main_export
+        from optimum.onnxruntime import ORTModelForMaskedLM
+    except ImportError:
+        return Measurement(job.name, "not installed (pip install -e '.[optimum]' in its own venv)", "fp32", "", job.threads,
+                           0, 0, 0, float("nan"), *[float("nan")] * 4, _peak_rss_mb())  # fmt: skip
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(job.threads)
+    bundle, examples = _examples(job)
+    graph_dir = Path(job.export_dir).parent / "optimum-fill-mask"
+    if not (graph_dir / "model.onnx").exists():
+        main_export(str(bundle.checkpoint), output=graph_dir, task="fill-mask")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = job.threads
+    model = ORTModelForMaskedLM.from_pretrained(graph_dir, provider="CPUExecutionProvider", session_options=options)
+    totals = Totals()
+    start = time.perf_counter()
+    for ids, mask, types, labels, _ in _padded_groups(examples, job.baseline_batch, bundle.tokenizer.pad_token_id):
         with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
-            scores, nsp_scores = (
-                (out.prediction_logits, out.seq_relationship_logits) if hasattr(out, "prediction_logits") else out
-            )
-            valid = labels != -100
-            totals.add(
-                mlm_loss_sum=F.cross_entropy(
-                    scores.reshape(-1, scores.shape[-1]), labels.reshape(-1), reduction="sum"
-                ).item(),
-                mlm_correct=(scores.argmax(-1)[valid] == labels[valid]).sum().item(),
-                mlm_count=valid.sum().item(),
-                nsp_loss_sum=F.cross_entropy(nsp_scores, nsp, reduction="sum").item(),
-                nsp_correct=(nsp_scores.argmax(-1) == nsp).sum().item(),
-                nsp_count=len(group),
-            )
+            scores = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            totals.add(**_mlm_sums(torch.as_tensor(scores), labels))
     seconds = time.perf_counter() - start
-    return _measurement(
-        job.name, implementation, "fp32", f"torch:cpu ({implementation})", job.threads, examples, totals, seconds
-    )
+    providers = ",".join(model.model.get_providers())
+    return _measurement(job.name, "optimum ORTModelForMaskedLM (fill-mask)", "fp32", providers, job.threads, examples,
+                        totals, seconds)  # fmt: skip
 
 
 def _runtime(job: Job) -> Measurement:
@@ -182,7 +233,8 @@ def _measurement(
 
 def measure(job: Job) -> dict:
     """Entry point of a spawned process: one measurement as a plain dict."""
-    result = _baseline(job) if job.name == BASELINE else _runtime(job)
+    run = {BASELINE: _baseline, OPTIMUM: _optimum}.get(job.name, _runtime)
+    result = run(job)
     return asdict(result)
 
 

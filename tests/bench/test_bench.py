@@ -27,7 +27,12 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "bench.csv")
-    assert list(table["name"]) == ["baseline", "torch-cpu", "ort-cpu", "ort-cpu-int8"]
+    assert list(table["name"]) == ["baseline", "optimum", "torch-cpu", "ort-cpu", "ort-cpu-int8"]
+    peer, table = table[table["name"] == "optimum"].iloc[0], table[table["name"] != "optimum"]
+    if peer["implementation"].startswith("not installed"):  # the optimum extra lives in its own venv
+        assert pd.isna(peer["pairs_per_second"]) and table["vs_optimum"].isna().all()
+    else:
+        assert abs(peer["mlm_loss"] - table["mlm_loss"].iloc[0]) <= 1e-4 and pd.isna(peer["nsp_accuracy"])
     for column in ("pairs_per_second", "tokens_per_second", "speedup", "mlm_loss", "mlm_accuracy", "nsp_loss",
                    "nsp_accuracy", "useful_gflops", "roofline", "peak_rss_mb", "d_mlm_loss"):  # fmt: skip
         assert table[column].notna().all(), column
