@@ -24,7 +24,7 @@ the rows their meaning. Every public name of both is importable from here.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -68,6 +68,8 @@ MAX_FIELD_CHARS = 1_000_000
 MAX_ID_CHARS = 1_000
 # A CSV/TSV row or JSONL line is read at most this far (line ends and JSON escapes count).
 MAX_ROW_CHARS = 4 * MAX_FIELD_CHARS
+# Rejections kept in memory for messages and tests; all of them go to `on_reject`.
+KEPT_REJECTED = 1000
 LABEL_LIKE = frozenset({"label", "labels", "is_next", "next_sentence_label", "nsp", "is_random_next"})
 # Unicode categories BERT's normaliser removes or splits on; Mn/Me: combining marks carry no text alone.
 _INVISIBLE = frozenset({"Cc", "Cf", "Co", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
@@ -139,7 +141,9 @@ class CorpusReader:
     Construction checks the file and reads the header (JSONL: up to the first labelled object), so
     a missing column fails at once and `has_labels` and `warnings` are known before iterating.
     Each iteration re-reads the file and resets `stats` and `rejected`. Blank lines are skipped and
-    not counted. Ids are not checked for uniqueness (that would need memory per row).
+    not counted. Ids are not checked for uniqueness (that would need memory per row). `rejected`
+    keeps the first KEPT_REJECTED rejections; `on_reject` receives every one (a run streams them
+    to rejected.csv), so a corpus of bad rows costs no memory per row.
     """
 
     has_labels: bool
@@ -153,8 +157,10 @@ class CorpusReader:
         fmt: str | None = None,
         on_error: Literal["skip", "fail"] = "skip",
         columns: Mapping[str, str] | None = None,
+        on_reject: Callable[[RejectedRow], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.on_reject = on_reject
         name = (fmt or self.path.suffix.lstrip(".")).lower()
         if name not in FORMATS:
             raise CorpusError(self.path, f"unknown corpus format {name!r}; use one of tsv, csv, jsonl, json")
@@ -220,7 +226,11 @@ class CorpusReader:
 
     def _reject(self, line: int, raw: str, reason: str) -> None:
         self.stats.rejected += 1
-        self.rejected.append(RejectedRow(line=line, reason=reason, raw=printable_raw(raw)))
+        row = RejectedRow(line=line, reason=reason, raw=printable_raw(raw))
+        if len(self.rejected) < KEPT_REJECTED:
+            self.rejected.append(row)
+        if self.on_reject is not None:
+            self.on_reject(row)
         if self.on_error == "fail":
             raise CorpusError(self.path, reason, line)
 

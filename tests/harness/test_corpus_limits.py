@@ -308,3 +308,14 @@ def test_text_without_tokens_rejected(tmp_path, text):
 def test_text_with_a_visible_character_accepted(tmp_path, text):
     records, _ = read_all(jsonl(tmp_path, {"text_a": text, "text_b": text}))
     assert records[0].text_a == text
+
+
+def test_rejections_are_streamed_not_kept(tmp_path, monkeypatch) -> None:
+    """A corpus of bad rows costs no memory per row: the reader keeps the first few, on_reject gets all."""
+    monkeypatch.setattr(corpus, "KEPT_REJECTED", 5)
+    path = tmp_path / "bad.tsv"
+    path.write_text("id\ttext_a\ttext_b\n" + "".join(f"r{i}\tonly two\n" for i in range(50)) + "ok\ta b\tc d\n")
+    seen: list = []
+    reader = corpus.CorpusReader(path, on_reject=seen.append)
+    assert len(list(reader)) == 1 and reader.stats.rejected == 50 and len(seen) == 50
+    assert reader.rejected == seen[:5] and [r.line for r in seen] == list(range(2, 52))
