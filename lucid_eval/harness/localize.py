@@ -26,7 +26,6 @@ import torch
 
 from lucid_eval import __version__
 from lucid_eval.export.boundaries import Boundary, InstrumentedGraph, instrument
-from lucid_eval.export.bundle import ExportBundle
 from lucid_eval.export.sessions import ProviderError
 from lucid_eval.files import sha256_file
 from lucid_eval.harness.batching import iter_batches
@@ -35,7 +34,6 @@ from lucid_eval.harness.journal import LOCK_FILE, run_directory
 from lucid_eval.harness.localize_select import (
     OUT_FOLDER,
     LocalizeError,
-    Sources,
     Target,
     flipped_examples,
     resolve_sources,
@@ -75,7 +73,7 @@ class LocalizeConfig:
     model: str | Path | None = None
     onnx: tuple[str | Path, ...] = ()  # foreign graphs, run as ort-DEVICE:LABEL
     onnx_device: str | None = None  # None: the run's (examples_from), else cpu
-    runtimes: list[str] = field(default_factory=list)  # an export's ort-* runtimes; empty: see module doc
+    runtimes: list[str] = field(default_factory=list)  # an export's ort-* runtimes; empty: see localize_select
     n_pairs: int | None = None  # the corpus's first pairs; DEFAULT_PAIRS when no examples are named
     examples: tuple[str, ...] = ()  # corpus ids: only these pairs
     examples_from: str | Path | None = None  # a run's flips.csv (or its run dir): ids and the run's settings
@@ -311,18 +309,6 @@ class LocalizeResult:
         return "\n".join([*lines, "", *(s.text for s in self.summaries)])
 
 
-def _model_info(sources: Sources) -> dict[str, Any]:
-    """localize.json's account of the reference and of each foreign graph (path, sha256, matching)."""
-    bundle = sources.bundle
-    model: dict[str, Any] = (
-        {"export": {"dir": str(bundle.path), "manifest_sha256": bundle.manifest_sha256}}
-        if isinstance(bundle, ExportBundle)
-        else {"export": None, "checkpoint": {"path": str(Path(bundle.checkpoint).resolve()),
-                                             "sha256": bundle.manifest_sha256}}
-    )  # fmt: skip
-    return {**model, "onnx_graphs": {t.name: t.record for t in sources.targets if t.record}}
-
-
 def localize(
     config: LocalizeConfig,
     *,
@@ -383,7 +369,7 @@ def localize(
         info = {
             "kind": KIND,
             "command": config.command,
-            **_model_info(sources),
+            **sources.record(),
             "corpus": {"path": str(sources.corpus), "sha256": corpus_sha},
             "run": {"dir": str(flipped.run_dir), "started": run.get("started")} if flipped else None,
             "pairs": len(records),

@@ -22,13 +22,14 @@ from lucid_eval.export.boundaries import MLM_OUTPUT, NSP_OUTPUT
 from lucid_eval.export.bundle import ExportBundle
 from lucid_eval.export.foreign import CheckpointBundle, graph_labels, inspect_graph
 from lucid_eval.harness.corpus import CorpusReader, PairRecord
+from lucid_eval.harness.tables import LOCALIZE_DIR
 from lucid_eval.runtimes import SPECS, foreign_name, spec
 
 if TYPE_CHECKING:
     from lucid_eval.harness.localize import LocalizeConfig
 
 DEFAULT_RUNTIMES = ("ort-cpu-plain", "ort-cpu", "ort-cpu-int8")
-OUT_FOLDER = "localize"  # RUN_DIR/localize: where --examples-from RUN_DIR writes by default
+OUT_FOLDER = LOCALIZE_DIR  # where --examples-from RUN_DIR writes by default
 
 
 class LocalizeError(UserError, ValueError):
@@ -103,6 +104,17 @@ class Sources:
     corpus: Path
     out: Path
 
+    def record(self) -> dict[str, Any]:
+        """localize.json's account of the reference and of each foreign graph (path, sha256, matching)."""
+        bundle = self.bundle
+        model: dict[str, Any] = (
+            {"export": {"dir": str(bundle.path), "manifest_sha256": bundle.manifest_sha256}}
+            if isinstance(bundle, ExportBundle)
+            else {"export": None, "checkpoint": {"path": str(Path(bundle.checkpoint).resolve()),
+                                                 "sha256": bundle.manifest_sha256}}
+        )  # fmt: skip
+        return {**model, "onnx_graphs": {t.name: t.record for t in self.targets if t.record}}
+
 
 def _export_targets(names: list[str], bundle: ExportBundle) -> list[Target]:
     specs = [spec(n) for n in names]
@@ -146,21 +158,15 @@ def _warn_if_changed(echo: Callable[[str], None], what: str, recorded: str | Non
         echo(f"warning: {what} is not what that run scored (sha256 differs)")
 
 
-def resolve_sources(config: LocalizeConfig, flipped: FlippedRun | None, echo: Callable[[str], None]) -> Sources:
-    """The reference model, the graphs, the corpus and the output folder: as given, else the run's."""
-    if config.export_dir is not None and config.model is not None:
-        raise LocalizeError("give --export DIR or --model CHECKPOINT, not both")
-    run = flipped.run if flipped else {}
-    from_run = flipped is not None and config.export_dir is None and config.model is None
+def _reference(config: LocalizeConfig, run: dict[str, Any], from_run: bool, echo: Callable[[str], None]) -> Any:
+    """The export's bundle or the checkpoint's: as given, else the one the run scored."""
     export_dir, model = config.export_dir, config.model
     if from_run:
         export_dir = (run.get("export") or {}).get("dir")
         model = None if export_dir else (run.get("checkpoint") or {}).get("path")
     if export_dir is None and model is None:
-        raise LocalizeError(
-            "give --export DIR, or --model CHECKPOINT with --onnx graphs"
-            + (f" ({flipped.run_dir} has no run.json naming them)" if flipped else "")
-        )
+        where = " (the run's run.json names neither)" if from_run else ""
+        raise LocalizeError(f"give --export DIR, or --model CHECKPOINT with --onnx graphs{where}")
     if model is not None and config.runtimes:
         raise LocalizeError(
             f"{', '.join(config.runtimes)}: with --model only --onnx graphs are localised; the ort-* runtimes run "
@@ -168,35 +174,55 @@ def resolve_sources(config: LocalizeConfig, flipped: FlippedRun | None, echo: Ca
         )
     if export_dir is not None:
         bundle: Any = ExportBundle.load(export_dir, allow_unverified=True)  # a failed export is worth localising
-        _warn_if_changed(echo, f"export {export_dir}", (run.get("export") or {}).get("manifest_sha256"),
-                         bundle.manifest_sha256)  # fmt: skip
+        recorded = (run.get("export") or {}).get("manifest_sha256")
+        _warn_if_changed(echo, f"export {export_dir}", recorded, bundle.manifest_sha256)
+        return bundle
+    bundle = CheckpointBundle.load(model)
+    _warn_if_changed(echo, f"checkpoint {model}", (run.get("checkpoint") or {}).get("sha256"), bundle.manifest_sha256)
+    return bundle
+
+
+def _targets(
+    config: LocalizeConfig, bundle: Any, flipped: FlippedRun | None, from_run: bool, echo: Callable[[str], None]
+) -> list[Target]:
+    """The export's runtimes (named; else those that flipped; else its CPU ones) and the foreign
+    graphs (given; else, when the run also gives the model, its graphs that flipped)."""
+    targets = []
+    if isinstance(bundle, ExportBundle):
         names = list(config.runtimes)
-        if not names and flipped:
-            names = [r for r in flipped.runtimes if r in SPECS and SPECS[r].variant in bundle.variants]
-        elif not names:
-            names = [n for n in DEFAULT_RUNTIMES if SPECS[n].variant in bundle.variants]
+        if not names:
+            candidates = flipped.runtimes if flipped else DEFAULT_RUNTIMES
+            names = [n for n in candidates if n in SPECS and SPECS[n].variant in bundle.variants]
         targets = _export_targets(names, bundle)
-    else:
-        bundle = CheckpointBundle.load(model)
-        _warn_if_changed(echo, f"checkpoint {model}", (run.get("checkpoint") or {}).get("sha256"),
-                         bundle.manifest_sha256)  # fmt: skip
-        targets = []
     paths, labels = [Path(p) for p in config.onnx], graph_labels(list(config.onnx)) if config.onnx else []
     device = config.onnx_device or "cpu"
-    if not paths and from_run:
-        graphs = {n: g for n, g in (run.get("onnx_graphs") or {}).items() if n in flipped.runtimes}
+    recorded = (flipped.run.get("onnx_graphs") or {}) if flipped and from_run and not paths else {}
+    graphs = {name: g for name, g in recorded.items() if name in flipped.runtimes}
+    if graphs:
         paths, labels = [Path(g["path"]) for g in graphs.values()], [n.split(":", 1)[1] for n in graphs]
-        device = config.onnx_device or next((n.split(":", 1)[0].removeprefix("ort-") for n in graphs), "cpu")
+        device = config.onnx_device or next(n.split(":", 1)[0].removeprefix("ort-") for n in graphs)
     foreign = _foreign_targets(paths, labels, device, bundle)
-    for t in foreign if from_run else ():
-        _warn_if_changed(echo, str(t.path), run["onnx_graphs"][t.name].get("sha256"), t.record["sha256"])
-    targets += foreign
-    if not targets:
+    for t, g in zip(foreign, graphs.values(), strict=False):  # the run's graphs, when they are the ones used
+        _warn_if_changed(echo, str(t.path), g.get("sha256"), t.record["sha256"])
+    if not targets + foreign:
         raise LocalizeError(
-            (f"no ONNX runtime of this export flipped in {flipped.run_dir} ({', '.join(flipped.runtimes)})"
-             if flipped else f"{export_dir} has none of the CPU variants of {', '.join(DEFAULT_RUNTIMES)}")
+            (f"no ONNX graph flipped in {flipped.run_dir} (flips: {', '.join(flipped.runtimes)})" if flipped
+             else f"{bundle.path} has none of the CPU variants of {', '.join(DEFAULT_RUNTIMES)}")
             + "; name --runtime or --onnx graphs"
         )  # fmt: skip
+    return targets + foreign
+
+
+def resolve_sources(config: LocalizeConfig, flipped: FlippedRun | None, echo: Callable[[str], None]) -> Sources:
+    """The reference model, the graphs, the corpus and the output folder: as given, else the run's."""
+    if config.export_dir is not None and config.model is not None:
+        raise LocalizeError("give --export DIR or --model CHECKPOINT, not both")
+    if config.out_dir is None and flipped is None:
+        raise LocalizeError("give --out DIR (or --examples-from RUN_DIR, which writes RUN_DIR/localize)")
+    run = flipped.run if flipped else {}
+    from_run = flipped is not None and config.export_dir is None and config.model is None
+    bundle = _reference(config, run, from_run, echo)
+    targets = _targets(config, bundle, flipped, from_run, echo)
     corpus = config.corpus
     if corpus is None:
         recorded = (run.get("corpus") or {}).get("path")
@@ -204,7 +230,5 @@ def resolve_sources(config: LocalizeConfig, flipped: FlippedRun | None, echo: Ca
             where = f"the run's corpus {recorded} is not there" if recorded else "no run.json names one"
             raise LocalizeError(f"give --corpus FILE ({where})")
         corpus = recorded
-    if config.out_dir is None and flipped is None:
-        raise LocalizeError("give --out DIR (or --examples-from RUN_DIR, which writes RUN_DIR/localize)")
     out = Path(config.out_dir) if config.out_dir is not None else flipped.run_dir / OUT_FOLDER
     return Sources(bundle, targets, Path(corpus), out)

@@ -160,6 +160,7 @@ SCHEMAS: dict[str, Schema] = {
 
 RUN_INFO_FILE = "run.json"
 REPORT_FILE = "report.html"
+LOCALIZE_DIR = "localize"  # RUN_DIR/localize: where `localize --examples-from RUN_DIR` writes, and the report looks
 _BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
 # RFC 4180 line ends: with "\r\n" as terminator the csv writer also quotes a lone "\r" in text.
 _CSV_OPTIONS: dict[str, Any] = {"index": False, "lineterminator": "\r\n"}

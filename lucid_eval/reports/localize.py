@@ -21,11 +21,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lucid_eval import __version__
-from lucid_eval.harness.tables import atomic_write_text
+from lucid_eval.harness.tables import LOCALIZE_DIR, atomic_write_text
 from lucid_eval.reports.html import _environment
-from lucid_eval.reports.plots import _GRID, _TEXT, _WIDTH_IN, figure_to_data_uri, runtime_colors
+from lucid_eval.reports.plots import _GRID, _TEXT, _WIDTH_IN, figure_to_data_uri, plain, runtime_colors
 
-RUN_FOLDER = "localize"  # RUN_DIR/localize, where `localize --examples-from RUN_DIR` writes
+RUN_FOLDER = LOCALIZE_DIR  # RUN_DIR/localize, where `localize --examples-from RUN_DIR` writes
 SECTION = """\
 <section id="localize">
 <h2>Where does it diverge?</h2>
@@ -99,11 +99,6 @@ def _path(rows: pd.DataFrame, branch: str) -> pd.DataFrame:
     return pd.concat([last, head]).sort_values("depth", kind="stable")
 
 
-def _plain(text: str) -> str:
-    """A label matplotlib draws as typed: `$` would start math text (a foreign graph's name may hold one)."""
-    return text.replace("$", r"\$")
-
-
 def localize_figure(table: pd.DataFrame) -> str | None:
     """Relative error (with each runtime's share, dotted) and max |Δ| vs depth, log scale; the MLM
     path solid, the NSP head dashed; a ring on each runtime's first boundary over its share."""
@@ -144,7 +139,7 @@ def localize_figure(table: pd.DataFrame) -> str | None:
     for ax in axes:
         ax.set_xticks(list(ticks.index), list(ticks), fontsize=7, rotation=90)
         ax.set_xlabel("depth (boundary)", fontsize=9, color=_TEXT)
-    handles = [Line2D([], [], color=colors[r], linewidth=2, label=_plain(r)) for r in runtimes] + [
+    handles = [Line2D([], [], color=colors[r], linewidth=2, label=plain(r)) for r in runtimes] + [
         Line2D([], [], color="#777777", linestyle="--", label="NSP head"),
         Line2D([], [], color="#777777", linestyle=":", label="share of the budget\n(encoder and MLM head)"),
         Line2D([], [], color="#c44e52", marker="o", markerfacecolor="none", linestyle="", label="first over share"),

@@ -64,8 +64,13 @@ def _height(n_rows: int) -> float:
     return 1.4 + 0.42 * n_rows
 
 
+def plain(text: str) -> str:
+    """Text matplotlib shows as written: a `$` would start mathtext (and can fail the whole figure)."""
+    return text.replace("$", r"\$")
+
+
 def _runtime_labels(runtimes: list[str], reference: str | None) -> list[str]:
-    return [f"{r} (reference)" if r == reference else r for r in runtimes]
+    return [plain(f"{r} (reference)" if r == reference else r) for r in runtimes]
 
 
 def accuracy_figure(metrics: pd.DataFrame, reference: str | None) -> str | None:
@@ -162,7 +167,7 @@ def logit_diff_figure(examples: pd.DataFrame, comparison: pd.DataFrame, referenc
         d = diffs[runtime]
         x, y = _ecdf(d, floor)
         share_zero = float((d <= 0).mean())
-        label = f"{runtime}: max {d.max():.2g}, {share_zero:.0%} exactly 0 (n={len(d)})"
+        label = plain(f"{runtime}: max {d.max():.2g}, {share_zero:.0%} exactly 0 (n={len(d)})")
         ax.step(x, y, where="post", color=colors[runtime], linewidth=2, label=label)
         ax.plot([x[-1], x[-1] * 3], [1, 1], color=colors[runtime], linewidth=2)
     for tol in tolerances:

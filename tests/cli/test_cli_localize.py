@@ -136,18 +136,19 @@ def test_flips_of_a_run_are_localised_into_its_report(tiny_export, corpus, tmp_p
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "demo"], "--model needs at least one --onnx graph"),
+        (["--model", "demo", "--out", "OUT"], "--model needs at least one --onnx graph"),
         (["--export", "EXPORT", "--model", "demo", "--onnx", "GRAPH"], "give --export DIR or --model CHECKPOINT, not both"),
-        (["--model", "CKPT", "--onnx", "GRAPH", "--runtime", "ort-cpu"], "with --model only --onnx graphs are localised"),
+        (["--model", "CKPT", "--onnx", "GRAPH", "--runtime", "ort-cpu", "--out", "OUT"], "with --model only --onnx graphs are localised"),
         (["--export", "EXPORT"], "give --out DIR"),
     ],
 )  # fmt: skip
 def test_source_mistakes_are_one_line(tiny_checkpoint, tiny_export, corpus, tmp_path, args, message):
     graph = tmp_path / "g.onnx"
     graph.write_bytes((tiny_export / "fp32" / "full.onnx").read_bytes())
-    named = {"EXPORT": str(tiny_export), "CKPT": str(tiny_checkpoint), "GRAPH": str(graph)}
+    named = {"EXPORT": str(tiny_export), "CKPT": str(tiny_checkpoint), "GRAPH": str(graph), "OUT": str(tmp_path / "o")}
     code, output = cli("localize", *(named.get(a, a) for a in args), "--corpus", str(corpus))
     assert code in (1, 2) and message in output and "Traceback" not in output, output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.optimum

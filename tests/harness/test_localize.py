@@ -31,9 +31,10 @@ from lucid_eval.harness.localize import (
     measure,
     runtime_table,
 )
+from lucid_eval.harness.localize_select import OUT_FOLDER
 from lucid_eval.harness.masking import encode_chunk
 from lucid_eval.models.model import BERTForPreTraining
-from lucid_eval.reports.localize import build_localize_report
+from lucid_eval.reports.localize import RUN_FOLDER, build_localize_report
 from lucid_eval.tolerances import tolerance_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -250,7 +251,8 @@ def test_examples_from_a_run_take_its_corpus_model_graphs_and_folder(tiny_checkp
     (run_dir / "run.json").write_text(json.dumps(run))
     lines = []
     result = localize(LocalizeConfig(examples_from=run_dir, threads=1), echo=lines.append)
-    assert result.out_dir == run_dir / "localize" and result.run_dir == run_dir
+    assert result.out_dir == run_dir / OUT_FOLDER and OUT_FOLDER == RUN_FOLDER  # where the run's report looks
+    assert result.run_dir == run_dir
     assert (run_dir / "localize" / "localize.csv").is_file()
     assert list(dict.fromkeys(result.table["runtime"])) == ["ort-cpu:fill-mask"]  # only the graph that flipped
     assert result.info["examples"] == ["p9", "p4"] and (result.info["seed"], result.info["max_length"]) == (3, 64)

@@ -98,3 +98,21 @@ def test_100k_distinct_rejected_rows_keep_the_report_small(tmp_path: Path) -> No
 def test_flips_table_points_to_flips_csv(tmp_path: Path) -> None:
     html = _report(tmp_path, synthetic_run(n_flips=250))
     assert "Showing the first 200 of 250" in html and "… and 50 more rows in flips.csv." in html
+
+
+def test_a_dollar_in_a_runtime_name_is_drawn_as_typed() -> None:
+    """A foreign graph's label comes from its file name; `$` would start matplotlib mathtext."""
+    import pandas as pd
+
+    from lucid_eval.reports.plots import accuracy_figure
+
+    columns = (
+        "mlm_accuracy",
+        "mlm_accuracy_lo",
+        "mlm_accuracy_hi",
+        "nsp_accuracy",
+        "nsp_accuracy_lo",
+        "nsp_accuracy_hi",
+    )
+    metrics = pd.DataFrame({"runtime": ["torch-cpu", r"ort-cpu:a$\frac$"], **{c: [0.5, 0.5] for c in columns}})
+    assert accuracy_figure(metrics, "torch-cpu").startswith("data:image/png;base64,")
