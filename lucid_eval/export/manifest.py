@@ -148,7 +148,8 @@ class Manifest:
             "lucid_eval_version": self.lucid_eval_version,
             "created": self.created,
             "source_checkpoint": self.source_checkpoint,
-            "model_config": asdict(self.model_config),
+            # gelu_form spells out what hidden_act means for this checkpoint_origin (tanh or erf)
+            "model_config": {**asdict(self.model_config), "gelu_form": self.model_config.gelu_form},
             "vocab_size": self.vocab_size,
             "vocab_sha256": self.vocab_sha256,
             "opset": self.opset,
@@ -199,6 +200,13 @@ class Manifest:
                 config = BERTConfig.from_dict(data["model_config"])
             except ValueError as exc:
                 problems.append(f"model_config: {exc}")
+            else:
+                form = data["model_config"].get("gelu_form", config.gelu_form)
+                if form != config.gelu_form:
+                    problems.append(
+                        f"model_config: gelu_form {form!r} contradicts hidden_act {config.hidden_act!r} "
+                        f"(the {config.gelu_form} form)"
+                    )
         if isinstance(data.get("tolerances"), dict):
             try:
                 tolerances = {precision: Tolerance(**values) for precision, values in data["tolerances"].items()}

@@ -72,12 +72,14 @@ def _quantize(
     return options["scoring"]
 
 
-def _fuse_all(fp32: dict[str, Path], fused: dict[str, Path], heads: int, hidden: int, layers: int) -> dict[str, Any]:
-    return {g: fuse(fp32[g], fused[g], heads, hidden, layers) for g in GRAPHS}
+def _fuse_all(
+    fp32: dict[str, Path], fused: dict[str, Path], heads: int, hidden: int, layers: int, gelu_form: str
+) -> dict[str, Any]:
+    return {g: fuse(fp32[g], fused[g], heads, hidden, layers, gelu_form) for g in GRAPHS}
 
 
-def _fp16_all(fp32: dict[str, Path], fp16: dict[str, Path], heads: int, hidden: int) -> dict[str, Any]:
-    return {g: convert_fp16(fp32[g], fp16[g], heads, hidden) for g in GRAPHS}
+def _fp16_all(fp32: dict[str, Path], fp16: dict[str, Path], heads: int, hidden: int, gelu_form: str) -> dict[str, Any]:
+    return {g: convert_fp16(fp32[g], fp16[g], heads, hidden, gelu_form) for g in GRAPHS}
 
 
 def load_checkpoint(path: Path) -> tuple[BERTForPreTraining, BERTTokenizerFast]:
@@ -198,7 +200,13 @@ def _export_into(
         t = time.perf_counter()
         built["fused"] = paths("fused")
         fusion = run_isolated(
-            _fuse_all, fp32, built["fused"], cfg.num_attention_heads, cfg.hidden_size, cfg.num_hidden_layers
+            _fuse_all,
+            fp32,
+            built["fused"],
+            cfg.num_attention_heads,
+            cfg.hidden_size,
+            cfg.num_hidden_layers,
+            cfg.gelu_form,
         )
         timings["fuse"] = time.perf_counter() - t
         variants["fused"] = Variant("fp32", "cpu", graph_paths("fused"), fusion=fusion)
@@ -211,7 +219,7 @@ def _export_into(
     if "fp16" in config.variants:
         t = time.perf_counter()
         built["fp16"] = paths("fp16")
-        options = run_isolated(_fp16_all, fp32, built["fp16"], cfg.num_attention_heads, cfg.hidden_size)
+        options = run_isolated(_fp16_all, fp32, built["fp16"], cfg.num_attention_heads, cfg.hidden_size, cfg.gelu_form)
         timings["convert_fp16"] = time.perf_counter() - t
         variants["fp16"] = Variant("fp16", "cuda", graph_paths("fp16"), conversion=options["scoring"])
     steps = [name for name in built if name not in config.variants]  # fp32/fused built only towards another

@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lucid_eval.models.config import GELU_TANH, BERTConfig
+from lucid_eval.models.config import BERTConfig
+from lucid_eval.models.masks import extended_attention_mask
 
 
-def _activation(name: str):
-    approximate = "tanh" if name in GELU_TANH else "none"
+def _activation(config: BERTConfig):
+    """The config's GELU: the tanh approximation (lucid 2.x, HF gelu_pytorch_tanh) or exact erf (HF gelu)."""
+    approximate = "tanh" if config.gelu_form == "tanh" else "none"
     return lambda x: F.gelu(x, approximate=approximate)
 
 
@@ -64,7 +66,7 @@ class BertSelfAttention(nn.Module):
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
     def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        """hidden (B, T, C); mask (B, 1, 1, T) additive: 0 to attend, a large negative to ignore."""
+        """hidden (B, T, C); mask (B, 1 or H, 1 or T, T) additive: 0 to attend, a large negative to ignore."""
         B, T, C = hidden.shape
         q, k, v = self._heads(self.query(hidden)), self._heads(self.key(hidden)), self._heads(self.value(hidden))
         if self.impl == "sdpa":
@@ -102,7 +104,7 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BERTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = _activation(config.hidden_act)
+        self.act = _activation(config)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.act(self.dense(hidden))  # (B, T, 4C)
@@ -167,7 +169,8 @@ class BertModel(nn.Module):
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Returns (sequence_output (B, T, C), pooled_output (B, C))."""
+        """Returns (sequence_output (B, T, C), pooled_output (B, C)). attention_mask is binary or
+        additive, (B, T), (B, T, T) or (B, 1 or H, T, T) (see `masks`); None attends to every token."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
@@ -181,9 +184,7 @@ class BertModel(nn.Module):
             attention_mask = torch.ones(B, T, dtype=torch.long, device=device)
         if token_type_ids is None:
             token_type_ids = torch.zeros(B, T, dtype=torch.long, device=device)
-        dtype = self.embeddings.word_embeddings.weight.dtype
-        # (B, 1, 1, T): 0 where attended, the dtype's most negative value at padding.
-        mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        mask = extended_attention_mask(attention_mask, B, T, self.embeddings.word_embeddings.weight.dtype)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         hidden = self.encoder(hidden, mask)
         return hidden, self.pooler(hidden)
@@ -193,7 +194,7 @@ class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BERTConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = _activation(config.hidden_act)
+        self.act = _activation(config)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden: Tensor) -> Tensor:

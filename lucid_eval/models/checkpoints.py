@@ -4,8 +4,11 @@ Accepted weight namings, all mapped onto HF's canonical names:
 - HF `BertForPreTraining` (`LayerNorm.weight/bias`, `cls.predictions.bias`, optionally the tied
   `cls.predictions.decoder.weight` and its alias `cls.predictions.decoder.bias`);
 - Google-converted checkpoints (`LayerNorm.gamma/beta`), as in the original bert-base-uncased files;
-- lucid 2.x (`layernorm` in lower case, the decoder bias inside `cls.predictions.decoder`).
-Anything else is an error that names the missing, unexpected and mis-shaped keys.
+- lucid 2.x (`layernorm` in lower case, the decoder bias inside `cls.predictions.decoder`, and the
+  decoder saved a second time as `bert.output_embeddings`, lucid's registration of the output
+  embeddings inside the encoder). Such weights mark a lucid-origin checkpoint (`is_lucid_state`).
+Anything else is an error that names the missing, unexpected and mis-shaped keys. A decoder weight
+tied to the word embeddings must equal them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ BIN_NAME = "pytorch_model.bin"
 DECODER_WEIGHT = "cls.predictions.decoder.weight"
 DECODER_BIAS = "cls.predictions.decoder.bias"
 HEAD_BIAS = "cls.predictions.bias"
+WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+LUCID_OUTPUT_EMBEDDINGS = "bert.output_embeddings."
+LUCID_LAYERNORM = re.compile(r"(^|\.)layernorm\.")
 # Buffers some exporters save; they carry no weights.
 IGNORED_KEYS = re.compile(r"^(bert\.)?embeddings\.(position_ids|token_type_ids)$")
 
@@ -36,12 +42,20 @@ class CheckpointError(UserError, ValueError):
 
 def canonical_name(name: str) -> str:
     """Map one saved parameter name onto HF's naming."""
-    name = re.sub(r"(^|\.)layernorm\.", r"\1LayerNorm.", name)
+    if name.startswith(LUCID_OUTPUT_EMBEDDINGS):  # the same module as the MLM decoder
+        name = "cls.predictions.decoder." + name.removeprefix(LUCID_OUTPUT_EMBEDDINGS)
+    name = LUCID_LAYERNORM.sub(r"\1LayerNorm.", name)
     name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
     name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
     if name == DECODER_BIAS:
         return HEAD_BIAS
     return name
+
+
+def is_lucid_state(state: dict[str, torch.Tensor]) -> bool:
+    """Whether weights are named as lucid 2.x names them (output embeddings inside the encoder, or
+    lower-case `layernorm`): a checkpoint lucid trained, whose "gelu" is the tanh form."""
+    return any(k.startswith(LUCID_OUTPUT_EMBEDDINGS) or LUCID_LAYERNORM.search(k) for k in state)
 
 
 def read_state_dict(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
@@ -74,7 +88,9 @@ def remap_state_dict(saved: dict[str, torch.Tensor], expected: dict[str, torch.T
             continue
         name = canonical_name(key)
         if name == DECODER_WEIGHT and DECODER_WEIGHT not in expected:
-            tied_decoder = tensor  # tied to the word embeddings: shape-checked, then dropped
+            if tied_decoder is not None and not torch.equal(tied_decoder, tensor):
+                raise CheckpointError(f"{key} and another name both map to {name} with different values")
+            tied_decoder = tensor  # tied to the word embeddings: checked against them, then dropped
             continue
         if name in mapped:
             if not torch.equal(mapped[name], tensor):
@@ -90,10 +106,15 @@ def remap_state_dict(saved: dict[str, torch.Tensor], expected: dict[str, torch.T
         for name in sorted(mapped)
         if mapped[name].shape != expected[name].shape
     ]
-    word = "bert.embeddings.word_embeddings.weight"
+    word = WORD_EMBEDDINGS
     if tied_decoder is not None and word in expected and tied_decoder.shape != expected[word].shape:
         shapes.append(
             f"{DECODER_WEIGHT}: checkpoint {tuple(tied_decoder.shape)} vs model {tuple(expected[word].shape)}"
+        )
+    elif tied_decoder is not None and word in mapped and not torch.equal(tied_decoder, mapped[word]):
+        raise CheckpointError(
+            f"{DECODER_WEIGHT} differs from {word}, but the config ties them (tie_word_embeddings): "
+            "set tie_word_embeddings to false in config.json to load an untied decoder"
         )
     if missing or unexpected or shapes:
         parts = []

@@ -7,9 +7,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-# Activation names as they appear in HF/Google configs and in lucid; "gelu" is the exact erf form.
+# Activation names as HF/Google configs spell them. In HF "gelu" is the exact erf form; lucid 2.x's
+# "gelu" is the tanh approximation, so a lucid-origin config's "gelu" becomes TANH_NAME (see
+# `checkpoint_origin`). TANH_NAME is the HF name of torch's tanh GELU, so saved configs load in HF.
 GELU_EXACT = ("gelu",)
-GELU_TANH = ("gelu_tanh", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+GELU_TANH = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh")
+TANH_NAME = "gelu_pytorch_tanh"
+ORIGINS = ("hf", "lucid")
 
 
 # Field annotation -> accepted JSON types, and how an error names them; nothing converts silently.
@@ -43,6 +47,9 @@ class BERTConfig:
     is_decoder: bool = False
     add_cross_attention: bool = False
     chunk_size_feed_forward: int = 0
+    # Whose conventions the checkpoint follows: "hf" (Hugging Face, Google) or "lucid" (lucid 2.x,
+    # detected from its weight names on load). It decides what hidden_act "gelu" means.
+    checkpoint_origin: str = "hf"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -57,6 +64,10 @@ class BERTConfig:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
             )
+        if self.checkpoint_origin not in ORIGINS:
+            raise ValueError(f"checkpoint_origin must be one of {ORIGINS}, got {self.checkpoint_origin!r}")
+        if self.hidden_act == "gelu_tanh" or (self.hidden_act == "gelu" and self.checkpoint_origin == "lucid"):
+            self.hidden_act = TANH_NAME  # one spelling per form, and one that transformers reads
         if self.hidden_act not in GELU_EXACT + GELU_TANH:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {GELU_EXACT + GELU_TANH}")
         if self.attn_implementation not in ("sdpa", "eager"):
@@ -67,6 +78,11 @@ class BERTConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def gelu_form(self) -> str:
+        """The GELU the model computes: "tanh" (lucid 2.x's, HF's gelu_pytorch_tanh) or "erf" (HF's gelu)."""
+        return "tanh" if self.hidden_act in GELU_TANH else "erf"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BERTConfig:

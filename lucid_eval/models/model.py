@@ -6,8 +6,9 @@ accuracies) with lucid's signatures. Shapes: B batch, T tokens, V vocabulary.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from lucid_eval.models.bert import BertModel, BertPreTrainingHeads
 from lucid_eval.models.checkpoints import (
     checkpoint_path,
+    is_lucid_state,
     read_config,
     read_state_dict,
     remap_state_dict,
@@ -24,31 +26,19 @@ from lucid_eval.models.checkpoints import (
 )
 from lucid_eval.models.config import BERTConfig
 from lucid_eval.models.device import resolve_device
+from lucid_eval.models.losses import (
+    Reduction,
+    check_reduction,
+    example_losses,
+    masked_accuracy,
+    reduce_token_losses,
+    weighted_accuracy,
+)
 from lucid_eval.models.masking import MaskingRule
+from lucid_eval.models.masks import attended_tokens
 
 if TYPE_CHECKING:
     from lucid_eval.models.tokenizer import BERTTokenizerFast
-
-Reduction = Literal["mean", "sum"] | None
-
-
-def reduce_token_losses(per_token: Tensor, valid: Tensor, reduction: Reduction) -> Tensor:
-    """Reduce (B, T) token losses (0 where `valid` is False). 'mean' is over labelled tokens, and 0
-    (not NaN) when none is; None gives one loss per example: the mean over its labelled tokens."""
-    if reduction == "sum":
-        return per_token.sum()
-    if reduction == "mean":
-        return per_token.sum() / valid.sum().clamp(min=1)
-    if reduction is None:
-        return per_token.sum(1) / valid.sum(1).clamp(min=1)
-    raise ValueError(f"reduction must be 'mean', 'sum' or None, got {reduction!r}")
-
-
-def masked_accuracy(pred: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
-    valid = labels != ignore_index
-    if not valid.any():
-        return torch.zeros((), device=labels.device)
-    return (pred[valid] == labels[valid]).float().mean()
 
 
 class BERTForPreTraining(nn.Module):
@@ -118,19 +108,23 @@ class BERTForPreTraining(nn.Module):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
     ) -> Tensor:
+        """Cross-entropy over labelled tokens: 'mean', 'sum', or None/'none' for every token's loss
+        flattened to (B*T,), 0 where ignored (as lucid)."""
+        check_reduction(reduction)
         sequence_output, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        return self._mlm_loss(sequence_output, mlm_labels, ignore_index, reduction)
+        return reduce_token_losses(*self._token_losses(sequence_output, mlm_labels, ignore_index), reduction)
 
-    def _mlm_loss(self, sequence_output: Tensor, mlm_labels: Tensor, ignore_index: int, reduction: Reduction) -> Tensor:
-        """MLM loss from the encoder output, with the vocabulary head run on labelled positions only:
-        the same value as scoring every position, without the (B, T, V) logits that dominate the
-        cost of training a small model (about 15 % of positions carry a label)."""
+    def _token_losses(self, sequence_output: Tensor, mlm_labels: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+        """(B, T) token losses (0 where unlabelled) and the (B, T) labelled positions, with the
+        vocabulary head run on labelled positions only: the same values as scoring every position,
+        without the (B, T, V) logits that dominate the cost of training a small model (about 15 %
+        of positions carry a label)."""
         labels = mlm_labels.reshape(sequence_output.shape[:2])  # (B, T)
         valid = labels != ignore_index
         logits = self.cls.predictions(sequence_output[valid])  # (N, V)
         losses = F.cross_entropy(logits.float(), labels[valid], reduction="none")  # (N,)
         per_token = torch.zeros(labels.shape, dtype=losses.dtype, device=losses.device).masked_scatter(valid, losses)
-        return reduce_token_losses(per_token, valid, reduction)
+        return per_token, valid
 
     def get_nsp_loss(
         self,
@@ -143,6 +137,8 @@ class BERTForPreTraining(nn.Module):
         *,
         reduction: Reduction = "mean",
     ) -> Tensor:
+        """Cross-entropy of the NSP head: 'mean', 'sum', or None/'none' for (B,)."""
+        check_reduction(reduction)
         _, pooled_output = self.bert(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         return self._nsp_loss(pooled_output, nsp_labels, reduction)
 
@@ -166,11 +162,18 @@ class BERTForPreTraining(nn.Module):
         ignore_index: int = -100,
         reduction: Reduction = "mean",
     ) -> Tensor:
-        """mlm_weight * MLM loss + nsp_weight * NSP loss; reduction=None gives one loss per example (B,)."""
+        """mlm_weight * MLM loss + nsp_weight * NSP loss. reduction=None/'none' gives one loss per
+        example (B,), its MLM part the mean over the example's labelled tokens; lucid adds (B*T,)
+        token losses to (B,) NSP losses there, which fails for B > 1."""
+        check_reduction(reduction)
         sequence_output, pooled_output = self.bert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds
         )
-        mlm = self._mlm_loss(sequence_output, mlm_labels, ignore_index, reduction)
+        per_token, valid = self._token_losses(sequence_output, mlm_labels, ignore_index)
+        if reduction in ("none", None):
+            mlm = example_losses(per_token, valid)  # (B,)
+        else:
+            mlm = reduce_token_losses(per_token, valid, reduction)
         nsp = self._nsp_loss(pooled_output, nsp_labels, reduction)
         return mlm_weight * mlm + nsp_weight * nsp
 
@@ -240,12 +243,15 @@ class BERTForPreTraining(nn.Module):
         """BERT masking (`MaskingRule`): each eligible token (attended, not special) is selected with
         probability mlm_probability; selected tokens become [MASK] (80 %), a random id (10 %) or stay
         (10 %). Returns (masked_input_ids, labels) with labels = original id where selected, else
-        ignore_index."""
+        ignore_index. mask_token_id defaults to 103 as in lucid (bert-base-uncased's [MASK]); pass
+        `tokenizer.mask_token_id` for any other vocabulary. attention_mask is (B, T), binary or additive."""
+        if not 0 <= mask_token_id < self.config.vocab_size:
+            raise ValueError(f"mask_token_id {mask_token_id} is outside the vocabulary (size {self.config.vocab_size})")
         rule = MaskingRule(mask_token_id, mlm_probability, mask_replace_prob, random_replace_prob)
         input_ids = input_ids.long()
         eligible = torch.ones_like(input_ids, dtype=torch.bool)
         if attention_mask is not None:
-            eligible &= attention_mask > 0
+            eligible &= attended_tokens(attention_mask)
         if special_tokens_mask is not None:
             eligible &= special_tokens_mask == 0
         masked, selected = rule.draw_torch(generator, input_ids, eligible, self.config.vocab_size)
@@ -311,31 +317,34 @@ class BERTForPreTraining(nn.Module):
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
         *,
+        ignore_index: int = -100,
         mlm_weight: float = 1.0,
         nsp_weight: float = 1.0,
-        ignore_index: int = -100,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(mlm_acc, nsp_acc, weighted_acc) with weighted = (w_m*mlm + w_n*nsp) / (w_m + w_n)."""
-        if mlm_weight + nsp_weight <= 0:
-            raise ValueError("mlm_weight + nsp_weight must be positive")
+        """(mlm_acc, nsp_acc, weighted_acc) with weighted = (w_m*mlm + w_n*nsp) / (w_m + w_n);
+        weights summing to <= 0 are refused (lucid returns the unnormalised sum)."""
         scores, nsp_scores = self.forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         mlm_acc = masked_accuracy(scores.argmax(-1), mlm_labels, ignore_index)
         nsp_acc = (nsp_scores.argmax(-1) == nsp_labels.reshape(-1)).float().mean()
-        weighted = (mlm_weight * mlm_acc + nsp_weight * nsp_acc) / (mlm_weight + nsp_weight)
-        return mlm_acc, nsp_acc, weighted
+        return mlm_acc, nsp_acc, weighted_accuracy(mlm_acc, nsp_acc, mlm_weight, nsp_weight)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
         cls, path: str | Path | None = None, *, weights: str | Path | None = None, map_location: str = "cpu"
     ) -> BERTForPreTraining:
-        """Load an HF-format checkpoint dir (config.json + model.safetensors or pytorch_model.bin),
-        strictly. `weights=` is lucid's spelling of the same argument."""
+        """Load a checkpoint dir (config.json + model.safetensors or pytorch_model.bin), strictly.
+        Weights named as lucid 2.x names them make it a lucid-origin checkpoint, whose "gelu" is the
+        tanh form (`BERTConfig.checkpoint_origin`). `weights=` is lucid's spelling of the argument."""
         if (path is None) == (weights is None):
             raise TypeError("pass the checkpoint as path or weights=, not both")
         location = checkpoint_path(path if path is not None else weights)
-        model = cls(read_config(location))
-        state = remap_state_dict(read_state_dict(location, map_location), model._checkpoint_state())
+        config = read_config(location)
+        saved = read_state_dict(location, map_location)
+        if is_lucid_state(saved):
+            config = replace(config, checkpoint_origin="lucid")
+        model = cls(config)
+        state = remap_state_dict(saved, model._checkpoint_state())
         model.load_state_dict(state, strict=False)  # strictness is enforced by remap_state_dict
         model.tie_weights()
         return model.eval()

@@ -85,15 +85,17 @@ def test_mlm_loss_reductions_and_ignore_index(tiny_model, batch):
     with torch.no_grad():
         mean = tiny_model.get_mlm_loss(labels, ids, mask, ignore_index=-1)
         total = tiny_model.get_mlm_loss(labels, ids, mask, ignore_index=-1, reduction="sum")
-        per_example = tiny_model.get_mlm_loss(labels, ids, mask, ignore_index=-1, reduction=None)
+        per_token = tiny_model.get_mlm_loss(labels, ids, mask, ignore_index=-1, reduction=None)
         none_labelled = tiny_model.get_mlm_loss(torch.full_like(ids, -100), ids, mask)
         scores, _ = tiny_model(ids, mask)
     logp = scores.log_softmax(-1)
     token_losses = [-logp[0, t, ids[0, t]] for t in (1, 2, 3)] + [-logp[1, 2, ids[1, 2]]]
     torch.testing.assert_close(total, torch.stack(token_losses).sum())
     torch.testing.assert_close(mean, total / 4)
-    assert per_example.shape == (2,)
-    torch.testing.assert_close(per_example, torch.stack([sum(token_losses[:3]) / 3, token_losses[3]]))
+    T = ids.shape[1]
+    assert per_token.shape == (2 * T,)  # lucid: every token's loss, 0 where ignored
+    torch.testing.assert_close(per_token[[1, 2, 3, T + 2]], torch.stack(token_losses))
+    assert per_token.count_nonzero() == 4
     assert none_labelled.item() == 0.0
 
 
