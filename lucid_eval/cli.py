@@ -150,12 +150,14 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
     help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.",
 )
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Measure the usual PyTorch loop.")
+@click.option(
+    "--optimum/--no-optimum", default=True, show_default=True, help="Measure Optimum's ORTModelForMaskedLM (the peer)."
+)
 @click.option("--threads", type=click.IntRange(1), help="Threads per runtime (default: all cores).")
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(5))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-def bench(
-    model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, threads: int | None, max_length: int, out: Path
-) -> None:
+def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, optimum: bool, threads: int | None,
+          max_length: int, out: Path) -> None:  # fmt: skip
     """Measure runtimes side by side against the usual PyTorch evaluation loop."""
     import shlex
     import sys
@@ -163,7 +165,7 @@ def bench(
     from lucid_eval.bench import DEFAULT_RUNTIMES, BenchConfig, run_bench
 
     config = BenchConfig(model=model, corpus=corpus, out=out, runtimes=runtimes or DEFAULT_RUNTIMES, baseline=baseline,
-                         max_length=max_length, command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
+                         optimum=optimum, max_length=max_length, command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
     if threads:
         config.threads = threads
     table = run_bench(config, echo=click.echo)
@@ -171,6 +173,7 @@ def bench(
         "name",
         "pairs_per_second",
         "speedup",
+        "vs_optimum",
         "mlm_loss",
         "mlm_accuracy",
         "nsp_accuracy",
@@ -238,7 +241,11 @@ def bench(
     type=click.IntRange(5),
     help="Padded tokens per batch; at least --max-length.",
 )
-@click.option("--threads", type=click.IntRange(1), help="Intra-op threads per runtime (default: all cores).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    help="Intra-op threads per runtime (default: all cores; with --engine ray: 1 per worker).",
+)
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
 @click.option(
@@ -246,8 +253,31 @@ def bench(
 )
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP + " Applied to the export's tolerances.")
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help='Score in this process, or in a pool of Ray actors (pip install "lucid-eval[ray]"); same results.',
+)
+@click.option(
+    "--address",
+    help="With --engine ray: 'auto' (the cluster `ray start` joined here), a head's HOST:PORT, or ray://HOST:PORT "
+    "(Ray Client); default: a private Ray on this machine for the run.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="With --engine ray: actors, each with every runtime (default: as many as the cluster's CPUs/GPUs hold).",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(0),
+    default=0.0,
+    help="With --engine ray: GPUs per actor, needed by the CUDA runtimes (fractions share a GPU).",
+)
 def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget, threads,
-          on_error, resume, allow_fallback, tolerances, strict) -> None:  # fmt: skip
+          on_error, resume, allow_fallback, tolerances, strict, engine, address, workers, gpus_per_worker) -> None:  # fmt: skip
     """Score a corpus of text pairs on several runtimes with identical masks, and compare them.
 
     The model comes from an export (--export) or a checkpoint (--model); --onnx adds graphs
@@ -267,6 +297,8 @@ def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, colu
     if token_budget < max_length:
         raise click.BadParameter(f"{token_budget} is less than --max-length {max_length}: no batch could hold a pair",
                                  param_hint="--token-budget")  # fmt: skip
+    if engine != "ray" and (address, workers, gpus_per_worker) != (None, None, 0.0):
+        raise click.UsageError("--address, --workers and --gpus-per-worker go with --engine ray")
     try:
         config = ScoreConfig(
             export_dir=export_dir, model=model, onnx=onnx, onnx_device=onnx_device, corpus=corpus, out_dir=out,
@@ -274,6 +306,7 @@ def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, colu
             seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
             resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
             tolerance_overrides=tolerances, columns=columns,
+            engine=engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
         )  # fmt: skip
         result = run_score(config, echo=click.echo, report=build_report)
     except RunInterrupted as exc:

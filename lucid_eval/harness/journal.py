@@ -1,8 +1,9 @@
 """The run directory of `score`: its lock, the refusal of folders a run did not write, and the journal.
 
 Finished chunks are journaled atomically in OUT/.journal (one .npz per chunk plus journal.json
-with the run's fingerprint), so a run killed at any moment resumes where it stopped. OUT/.lock
-(a flock) keeps two runs out of the same directory.
+with the run's fingerprint), so a run killed at any moment resumes where it stopped. These chunk
+files are the run's shards of per-example results, the same for both engines (a run may be resumed
+with the other one). OUT/.lock (a flock) keeps two runs out of the same directory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -203,7 +205,7 @@ class Journal:
         try:
             with np.load(self._file(k), allow_pickle=False) as data:
                 return Scores.from_arrays({key: data[key] for key in data.files}, self.names)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # BadZipFile: torn or bad CRC
             raise RunError(f"journal chunk {self._file(k)} is unreadable ({exc}); {self._start_over()}") from exc
 
     def _start_over(self) -> str:

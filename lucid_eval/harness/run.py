@@ -1,8 +1,10 @@
 """`score`: run a corpus through every runtime and write the run directory, resumably.
 
-Each chunk is scored (or loaded from the journal, see journal.py), journaled, summed into the
-run's totals and appended to the examples and flips tables, then dropped: memory stays that of
-one chunk however large the corpus, and a resumed run ends with the same tables.
+Each chunk is scored by an engine (here, in this process; or across Ray actors, ray_engine.py)
+or loaded from the journal (journal.py), journaled as soon as it is scored, then summed into the
+run's totals and appended to the examples and flips tables in corpus order, and dropped: memory
+stays that of a few chunks however large the corpus, a resumed run ends with the same tables, and
+everything after scoring is the same code for both engines.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +23,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lucid_eval import __version__
-from lucid_eval.data.pairs import PairRecord
 from lucid_eval.files import sha256_file
 from lucid_eval.harness.accumulate import RunTotals
 from lucid_eval.harness.compare import (
@@ -39,13 +41,11 @@ from lucid_eval.harness.journal import (
     now,
     run_directory,
 )
-from lucid_eval.harness.masking import encode_chunk
-from lucid_eval.harness.scoring import BatchShape, Scores, score_chunk, stop_on_sigint
+from lucid_eval.harness.scoring import Chunk, Engine, LocalEngine, Scores, Stopped, open_runtimes, stop_on_sigint
 from lucid_eval.harness.sources import default_factory, foreign_graphs, load_bundle, verify_unverified
 from lucid_eval.harness.tables import (
     REJECTED_SCHEMA,
     TableStream,
-    coerce_table,
     load_table,
     write_run_tables,
 )
@@ -84,6 +84,10 @@ class ScoreConfig:
     command: str = ""
     tolerance_overrides: tuple[str, ...] = ()  # 'PRECISION.FIELD=VALUE', applied to the export's tolerances
     columns: dict[str, str] | None = None  # our column name -> the corpus's, e.g. {"nsp_label": "label"}
+    engine: Literal["local", "ray"] = "local"  # where chunks are scored: this process, or Ray actors
+    address: str | None = None  # ray: "auto", a head's HOST:PORT or "ray://HOST:PORT"; None: a private local Ray
+    workers: int | None = None  # ray: actors (default: as many as the cluster's CPUs or GPUs hold)
+    gpus_per_worker: float = 0.0  # ray: GPUs per actor, for the CUDA runtimes
 
     def __post_init__(self) -> None:
         parse_overrides(self.tolerance_overrides)  # a mistyped override fails before any work
@@ -102,6 +106,13 @@ class ScoreConfig:
             (self.token_budget >= self.max_length, f"token_budget {self.token_budget} < max_length {self.max_length}"),
             (self.max_batch >= 1 and self.chunk_size >= 1, "max_batch and chunk_size must be at least 1"),
             (self.on_error in ("skip", "fail"), f"on_error must be 'skip' or 'fail', got {self.on_error!r}"),
+            (self.engine in ("local", "ray"), f"engine must be 'local' or 'ray', got {self.engine!r}"),
+            (
+                self.engine == "ray" or (self.address, self.workers, self.gpus_per_worker) == (None, None, 0.0),
+                "address, workers and gpus_per_worker are options of the ray engine (--engine ray)",
+            ),
+            (self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}"),
+            (self.gpus_per_worker >= 0, f"gpus_per_worker must be non-negative, got {self.gpus_per_worker}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -111,18 +122,21 @@ class ScoreConfig:
 @dataclass(eq=False)
 class RunResult:
     """The tables of a finished run (as written to out_dir), run.json's content and the report path.
-    Examples and flips are corpus-sized: they are read from out_dir when asked for."""
+    Examples, flips and rejected rows are corpus-sized: they are read from out_dir when asked for."""
 
     out_dir: Path
     metrics: pd.DataFrame
     comparison: pd.DataFrame
-    rejected: pd.DataFrame
     run_info: dict[str, Any]
     report: Path | None  # the HTML report, when score() was given a builder (the CLI's is lucid_eval.reports)
 
     @property
     def examples(self) -> pd.DataFrame:
         return load_table(self.out_dir, "examples")
+
+    @property
+    def rejected(self) -> pd.DataFrame:
+        return load_table(self.out_dir, "rejected")
 
     @property
     def flips(self) -> pd.DataFrame:
@@ -168,42 +182,42 @@ class _Outputs:
         self.flips.append(flips_table(scores, self.tokenizer))
 
 
-def _score_chunk(
-    config: ScoreConfig,
-    records: list[PairRecord],
-    runtimes: list[Runtime],
-    tokenizer: Any,
-    stop: Callable[[], bool],
-    on_batch: Callable[[int], None],
-) -> Scores | None:
-    """One chunk masked and scored on every runtime; None when stopped on request."""
-    examples = encode_chunk(
-        records, tokenizer, seed=config.seed, max_length=config.max_length, mlm_probability=config.mlm_probability
-    )
-    shape = BatchShape(config.token_budget, config.max_batch, config.max_length, tokenizer.pad_token_id)
-    return score_chunk(records, examples, runtimes, shape, stop=stop, on_batch=on_batch)
+def _data_rows(path: str | Path, fmt: str) -> int:
+    """The corpus's data rows as its line count says (one pass, like hashing): the progress bar's
+    total. Blank lines and multi-line quoted fields make it a slight overestimate."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            lines, last = lines + block.count(b"\n"), block[-1:]
+    return max(0, lines + (last != b"\n") - (fmt != "jsonl"))
 
 
 def _score_corpus(
-    config: ScoreConfig, reader: CorpusReader, journal: Journal, runtimes: list[Runtime], outputs: _Outputs
-) -> None:
-    """Every chunk, journaled ones loaded, the rest scored and journaled as they finish; each goes
-    into `outputs` and is dropped, so memory stays that of one chunk."""
-    progress = tqdm(unit="pair", desc="scoring", disable=not config.progress, dynamic_ncols=True)
+    config: ScoreConfig, reader: CorpusReader, journal: Journal, engine: Engine, outputs: _Outputs
+) -> float:
+    """Every chunk, journaled ones loaded, the rest scored by `engine` and journaled as they finish;
+    each goes into `outputs` in corpus order and is dropped. Returns the wall-clock seconds taken."""
+    start = time.perf_counter()
+    total = _data_rows(config.corpus, reader.fmt) if config.progress else None
+    progress = tqdm(total=total, unit="pair", desc="scoring", disable=not config.progress, dynamic_ncols=True)
     with progress as bar, stop_on_sigint() as stop:
-        try:
+
+        def chunks() -> Iterator[Chunk]:
             for k, records in enumerate(reader.chunks(config.chunk_size)):
+                chunk = Chunk(k, records)
                 if k in journal.chunks:
-                    scores = journal.load(k, records[0].index, len(records))
+                    chunk.scores = journal.load(k, records[0].index, len(records))
                     bar.update(len(records))
-                else:
-                    scores = _score_chunk(config, records, runtimes, outputs.tokenizer, stop, bar.update)
-                    if scores is None:
-                        raise _interrupted(journal)
-                    journal.save(k, scores)
+                yield chunk
+
+        try:
+            for scores in engine.scored(chunks(), journal.save, stop, bar.update):
                 outputs.add(scores)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             raise _interrupted(journal) from None
+        bar.total = bar.n  # the line count's estimate, corrected
+        bar.refresh()
+    return time.perf_counter() - start
 
 
 def _model_info(config: ScoreConfig, bundle: Any) -> dict[str, Any]:
@@ -282,6 +296,10 @@ class _Setup:
 
     @classmethod
     def resolve(cls, config: ScoreConfig, bundle: Any) -> _Setup:
+        if config.engine == "ray":
+            from lucid_eval.harness.ray_engine import import_ray
+
+            import_ray()  # without Ray, fail before anything is loaded or written
         bundle = bundle if bundle is not None else load_bundle(config)
         limit = bundle.config.max_position_embeddings
         if config.max_length > limit:
@@ -307,31 +325,62 @@ class _Setup:
         }
 
 
-def _open_runtimes(stack: contextlib.ExitStack, factory: Callable[[str], Runtime], names: list[str]) -> list[Runtime]:
-    runtimes = [factory(name) for name in names]
-    for name, rt in zip(names, runtimes, strict=True):
-        if rt.name != name:
-            raise ValueError(f"runtime factory returned {rt.name!r} for {name!r}")
-        stack.enter_context(rt)
-    return runtimes
-
-
 def _tables(
     setup: _Setup, reader: CorpusReader, outputs: _Outputs, infos: dict[str, RuntimeInfo], journal: Journal
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """metrics, comparison, rejected and run.json's content, from the run's totals."""
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """metrics, comparison and run.json's content, from the run's totals."""
     totals, stats = outputs.totals, reader.stats
     if stats.read != stats.accepted + stats.rejected or stats.accepted != totals.n_pairs:
         raise AssertionError(f"row counts do not reconcile: {stats}, {totals.n_pairs} scored")
     metrics = metrics_table(totals, infos, reader.has_labels)
     comparison = comparison_table(totals, metrics, infos, setup.tolerances, reader.has_labels)
     metrics = with_verdicts(metrics, comparison)
-    rows = pd.DataFrame([asdict(r) for r in reader.rejected], columns=list(REJECTED_SCHEMA))
     run_info = _run_info(setup.config, setup.bundle, reader, totals, infos, journal)
     run_info["tolerances"] = tolerances_as_dict(setup.tolerances)
     run_info["onnx_graphs"] = {name: graph.record() for name, graph in setup.foreign.items()}
     run_info["verdicts"] = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
-    return metrics, comparison, coerce_table(rows, REJECTED_SCHEMA), run_info
+    return metrics, comparison, run_info
+
+
+class _RejectedRows:
+    """Every rejected corpus row, appended to rejected.csv in blocks as the reader meets it."""
+
+    BLOCK = 1000
+
+    def __init__(self, stream: TableStream) -> None:
+        self.stream, self.rows = stream, []
+
+    def __call__(self, row: Any) -> None:
+        self.rows.append(asdict(row))
+        if len(self.rows) >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> TableStream:
+        if self.rows:
+            self.stream.append(pd.DataFrame(self.rows, columns=list(REJECTED_SCHEMA)))
+            self.rows = []
+        return self.stream
+
+
+def _start_engine(
+    stack: contextlib.ExitStack,
+    setup: _Setup,
+    runtime_factory: Callable[[str], Runtime] | None,
+    bundle_given: bool,
+    echo: Callable[[str], None],
+) -> Engine:
+    """The engine of `config.engine`, its runtimes open (and graphs not verified at export verified
+    first, where they will run) until `stack` closes."""
+    config = setup.config
+    if config.engine == "ray":
+        from lucid_eval.harness.ray_engine import RayEngine, WorkerSpec
+
+        spec = WorkerSpec.of(config, setup.names, setup.foreign, setup.bundle, bundle_given, runtime_factory)
+        return stack.enter_context(RayEngine.start(spec, setup.tolerances, verify=runtime_factory is None, echo=echo))
+    late = {} if runtime_factory else verify_unverified(config, setup.bundle, setup.tolerances, echo)
+    factory = runtime_factory or default_factory(config, setup.bundle, setup.foreign)
+    runtimes = open_runtimes(stack, factory, setup.names)
+    return LocalEngine(config, runtimes, setup.bundle.tokenizer, late)
 
 
 def score(
@@ -350,27 +399,27 @@ def score(
     passes it).
     """
     setup = _Setup.resolve(config, bundle)
-    factory = runtime_factory or default_factory(config, setup.bundle, setup.foreign)
     out = Path(config.out_dir)
     with run_directory(out):
         reader = CorpusReader(config.corpus, config.fmt, config.on_error, columns=config.columns)
         for warning in [*reader.warnings, *(w for graph in setup.foreign.values() for w in graph.warnings)]:
             echo(f"warning: {warning}")
         journal = Journal.open(out, setup.fingerprint(reader), setup.names, config.resume)
-        late = {} if runtime_factory else verify_unverified(config, setup.bundle, setup.tolerances, echo)
         with contextlib.ExitStack() as stack:
-            runtimes = _open_runtimes(stack, factory, setup.names)
-            infos = {rt.name: rt.info() for rt in runtimes}
+            rejected = _RejectedRows(stack.enter_context(TableStream(out, "rejected")))
+            reader.on_reject = rejected
+            engine = _start_engine(stack, setup, runtime_factory, bundle is not None, echo)
             outputs = _Outputs(
-                RunTotals.start(setup.names, margins(infos, setup.tolerances)),
+                RunTotals.start(setup.names, margins(engine.infos, setup.tolerances)),
                 stack.enter_context(TableStream(out, "examples")),
                 stack.enter_context(TableStream(out, "flips")),
                 setup.bundle.tokenizer,
             )
-            _score_corpus(config, reader, journal, runtimes, outputs)
-            metrics, comparison, rejected, run_info = _tables(setup, reader, outputs, infos, journal)
-            run_info["late_verification"] = late
+            wall_s = _score_corpus(config, reader, journal, engine, outputs)
+            metrics, comparison, run_info = _tables(setup, reader, outputs, engine.infos, journal)
+            run_info["late_verification"] = engine.late_verification
+            run_info["engine"] = {**engine.description, "scoring_wall_s": round(wall_s, 3)}
             write_run_tables(out, metrics=metrics, comparison=comparison, examples=outputs.examples,
-                             flips=outputs.flips, rejected=rejected, run_info=run_info)  # fmt: skip
+                             flips=outputs.flips, rejected=rejected.flush(), run_info=run_info)  # fmt: skip
         page = report(out) if report else None  # while the run still holds its directory
-    return RunResult(out, metrics, comparison, rejected, run_info, page)
+    return RunResult(out, metrics, comparison, run_info, page)

@@ -1,4 +1,5 @@
-"""The scoring loop: every runtime scores the same batches, reduced at once to per-example results.
+"""The scoring loop: every runtime scores the same batches, reduced at once to per-example results;
+and the engine that scores a run's chunks in this process (ray_engine.py has the other).
 
 Runtimes see each batch in order, reference first; each `run` call is timed on its own. The
 B x P x V logits never outlive their batch: they are reduced to per-example losses, predictions
@@ -14,16 +15,20 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from lucid_eval.harness.batching import iter_batches
 from lucid_eval.harness.corpus import PairRecord
-from lucid_eval.harness.masking import MaskedExample
-from lucid_eval.runtimes.base import Batch, Runtime, ScoreOutputs
+from lucid_eval.harness.masking import MaskedExample, encode_chunk
+from lucid_eval.runtimes.base import Batch, Runtime, RuntimeInfo, ScoreOutputs
 from lucid_eval.tolerances import top2_margin
+
+if TYPE_CHECKING:
+    from lucid_eval.harness.run import ScoreConfig
 
 SLAB = 256  # masked slots per step when diffing logits, to bound temporary memory
 
@@ -250,3 +255,90 @@ def _attach_flip_texts(scores: Scores, records: Sequence[PairRecord]) -> None:
     scores.shared["flip_index"] = np.array([r.index for r in chosen], dtype=np.int64)
     scores.shared["flip_text_a"] = np.array([r.text_a for r in chosen], dtype=str)
     scores.shared["flip_text_b"] = np.array([r.text_b for r in chosen], dtype=str)
+
+
+# ---- engines ---------------------------------------------------------------------------------------
+def open_runtimes(stack: contextlib.ExitStack, factory: Callable[[str], Runtime], names: list[str]) -> list[Runtime]:
+    """Each named runtime from `factory`, open until `stack` closes."""
+    runtimes = [factory(name) for name in names]
+    for name, rt in zip(names, runtimes, strict=True):
+        if rt.name != name:
+            raise ValueError(f"runtime factory returned {rt.name!r} for {name!r}")
+        stack.enter_context(rt)
+    return runtimes
+
+
+@dataclass
+class Chunk:
+    """Chunk `k` of the corpus; `scores` is set once it is loaded from the journal or scored."""
+
+    k: int
+    records: list[PairRecord]
+    scores: Scores | None = None
+
+
+class Stopped(Exception):
+    """Scoring stopped on request (Ctrl-C) before the corpus was done."""
+
+
+class Engine(Protocol):
+    """Scores chunks on every runtime. `scored` yields each chunk's Scores in corpus order, calls
+    `save(k, scores)` as soon as chunk k is scored (in any order) and `progress(n)` per n pairs
+    scored, and raises Stopped when `stop()` turns true."""
+
+    infos: dict[str, RuntimeInfo]  # what each runtime really ran on
+    late_verification: dict[str, dict[str, Any]]  # verify_unverified's records
+    description: dict[str, Any]  # run.json's "engine"
+
+    def scored(
+        self,
+        chunks: Iterable[Chunk],
+        save: Callable[[int, Scores], None],
+        stop: Callable[[], bool],
+        progress: Callable[[int], None],
+    ) -> Iterator[Scores]: ...
+
+
+def score_records(
+    config: ScoreConfig,
+    records: list[PairRecord],
+    runtimes: list[Runtime],
+    tokenizer: Any,
+    stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> Scores | None:
+    """One chunk masked and scored on every runtime; None when stopped on request."""
+    examples = encode_chunk(
+        records, tokenizer, seed=config.seed, max_length=config.max_length, mlm_probability=config.mlm_probability
+    )
+    shape = BatchShape(config.token_budget, config.max_batch, config.max_length, tokenizer.pad_token_id)
+    return score_chunk(records, examples, runtimes, shape, stop=stop, on_batch=on_batch)
+
+
+@dataclass
+class LocalEngine:
+    """Every chunk scored here, one after another, with the runtimes opened in this process."""
+
+    config: ScoreConfig
+    runtimes: list[Runtime]
+    tokenizer: Any
+    late_verification: dict[str, dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        self.infos = {rt.name: rt.info() for rt in self.runtimes}
+        self.description = {"name": "local"}
+
+    def scored(
+        self,
+        chunks: Iterable[Chunk],
+        save: Callable[[int, Scores], None],
+        stop: Callable[[], bool],
+        progress: Callable[[int], None],
+    ) -> Iterator[Scores]:
+        for chunk in chunks:
+            if chunk.scores is None:
+                chunk.scores = score_records(self.config, chunk.records, self.runtimes, self.tokenizer, stop, progress)
+                if chunk.scores is None:
+                    raise Stopped
+                save(chunk.k, chunk.scores)
+            yield chunk.scores

@@ -336,7 +336,7 @@ def write_run_tables(
     comparison: pd.DataFrame,
     examples: pd.DataFrame | TableStream,
     flips: pd.DataFrame | TableStream,
-    rejected: pd.DataFrame | None,
+    rejected: pd.DataFrame | TableStream | None,
     run_info: dict[str, Any],
     examples_format: Literal["csv", "parquet"] = "csv",
 ) -> None:
@@ -351,7 +351,7 @@ def write_run_tables(
     _write_csv(root / "metrics.csv", metrics, "metrics")
     _write_csv(root / "comparison.csv", comparison, "comparison")
     _write_table(root, flips, "flips")
-    _write_csv(root / "rejected.csv", empty_table("rejected") if rejected is None else rejected, "rejected")
+    _write_table(root, empty_table("rejected") if rejected is None else rejected, "rejected")
     if examples_format == "parquet" and isinstance(examples, pd.DataFrame):
         try:
             import pyarrow  # noqa: F401  (only to fail early with a clear message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import pydoc_data.topics
 import re
 from collections.abc import Callable
@@ -81,6 +82,32 @@ class FaultAtBatch(DummyRuntime):
         if self.calls == self.at_batch:
             self.fault()
         return super().run(batch)
+
+
+class ExitAtBatch(DummyRuntime):
+    """A dummy runtime whose process exits (a crashed Ray worker) at the n-th batch any process of
+    it scores (`count_file` keeps the count across processes and restarts); `once`: only there,
+    otherwise at every later batch too (a worker that dies again whenever it is restarted)."""
+
+    def __init__(self, *args, at_batch: int, count_file: Path, once: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.at_batch, self.count_file, self.once = at_batch, count_file, once
+
+    def run(self, batch):
+        n = (int(self.count_file.read_text()) if self.count_file.exists() else 0) + 1
+        tmp = self.count_file.with_name(f"{self.count_file.name}.{os.getpid()}")
+        tmp.write_text(str(n))
+        os.replace(tmp, self.count_file)  # atomic: the other workers never read a half-written count
+        if n == self.at_batch or (not self.once and n > self.at_batch):
+            os._exit(1)
+        return super().run(batch)
+
+
+def exiting_factory(vocab_size: int, name: str, delay_s: float = 0.0, **options) -> Callable[[str], DummyRuntime]:
+    """`factory`, but runtime `name` is an ExitAtBatch with `options` (at_batch, count_file, once,
+    and DummyRuntime's)."""
+    make = factory(vocab_size, delay_s)
+    return lambda n: ExitAtBatch(n, vocab_size, delay_s=delay_s, **options) if n == name else make(n)
 
 
 def config(corpus: Path, out: Path, runtimes: list[str], **overrides) -> ScoreConfig:

@@ -141,3 +141,14 @@ def test_killed_run_resumes_to_the_same_tables(baseline, bundle, corpus, tmp_pat
     assert 1 <= done < N // 16 and (out / LOCK_FILE).exists() and not (out / "metrics.csv").exists()
     run(bundle, corpus, out, resume=True)
     assert_same_outputs(baseline.out_dir, out)
+
+
+def test_every_rejected_row_reaches_rejected_csv(bundle, tmp_path, monkeypatch) -> None:
+    """The reader keeps only the first rejections in memory; the run streams all of them to disk."""
+    from lucid_eval.harness import corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "KEPT_REJECTED", 2)
+    bad = write_corpus(tmp_path / "bad.tsv", 12, bad_rows=7)
+    result = run(bundle, bad, tmp_path / "out")
+    assert result.run_info["counts"]["rejected"] == 7 and len(result.rejected) == 7
+    assert len(read(result.out_dir, "rejected.csv")) == 7
