@@ -115,6 +115,7 @@ def test_same_tables_as_the_local_engine_on_real_runtimes(ray, tiny_export, corp
     assert remote.run_info["runtime_info"] == local.run_info["runtime_info"]  # the same providers, checked per actor
 
 
+@pytest.mark.slow  # Ray restarts a worker: seconds each; CI runs it in the slow step
 def test_a_worker_that_crashes_is_restarted_and_its_chunk_retried(ray, baseline, bundle, corpus, tmp_path) -> None:
     count = tmp_path / "batches"
     make = exiting_factory(bundle.config.vocab_size, "noisy", at_batch=3, count_file=count, **KINDS["noisy"])
@@ -148,6 +149,7 @@ def test_a_worker_killed_with_ray_kill_mid_run_loses_nothing(ray, baseline, bund
     assert_same_tables(baseline.out_dir, result.out_dir)
 
 
+@pytest.mark.slow  # Ray restarts a worker: seconds each; CI runs it in the slow step
 def test_a_worker_lost_for_good_stops_the_run_and_resume_finishes_it(ray, baseline, bundle, corpus, tmp_path) -> None:
     out = tmp_path / "out"
     options = {"at_batch": 7, "count_file": tmp_path / "batches", "once": False, **KINDS["noisy"]}
