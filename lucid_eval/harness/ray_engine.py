@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +39,9 @@ from lucid_eval.tolerances import Tolerances
 
 MAX_RETRIES = 3  # restarts of a dead actor, and retries of each chunk it had in flight
 IN_FLIGHT_PER_WORKER = 2  # one chunk scoring and one queued, so no actor waits for the driver
+# Ray's object store keeps freed objects until it is full, so the shared memory a run touches grows
+# to its size: for the Ray started here, a size that holds the chunks in flight, not 30 % of RAM.
+OBJECT_STORE_BYTES = max(256, 16 * (os.cpu_count() or 1)) * 2**20
 EXTRA = 'pip install "lucid-eval[ray]"'
 
 
@@ -162,7 +166,13 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
         yield
         return
     if address is None:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(
+            address="local",
+            object_store_memory=OBJECT_STORE_BYTES,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     try:
