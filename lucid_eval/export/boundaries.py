@@ -39,8 +39,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from lucid_eval.export.graphs import TWO_GB
 from lucid_eval.export.sessions import SessionResult, make_session
+from lucid_eval.export.transforms import TWO_GB
 from lucid_eval.models.scoring import FULL_OUTPUTS
 
 NORMALIZATIONS = frozenset(

@@ -7,6 +7,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -19,7 +20,7 @@ import torch
 
 from lucid_eval import __version__
 from lucid_eval.export.bundle import ExportBundle
-from lucid_eval.export.graphs import INT8_OP_TYPES, convert_fp16, export_onnx, fuse, quantize_int8
+from lucid_eval.export.graphs import export_onnx
 from lucid_eval.export.manifest import (
     CHECKPOINT_DIR,
     GRAPHS,
@@ -33,6 +34,7 @@ from lucid_eval.export.manifest import (
     graph_paths,
     is_export_dir,
 )
+from lucid_eval.export.transforms import INT8_OP_TYPES, fp16_all, fuse_all, quantize_all
 from lucid_eval.export.verify import ExportVerificationError, build_cases, verify_variants
 from lucid_eval.files import sha256_file
 from lucid_eval.isolated import run_isolated
@@ -59,27 +61,6 @@ class ExportConfig:
     int8_per_channel: bool = True
     int8_reduce_range: bool = False
     force: bool = False  # replace an existing export in `out`
-
-
-def _quantize(
-    fused: dict[str, Path], int8: dict[str, Path], vocab_size: int, config: ExportConfig, op_types: tuple[str, ...]
-) -> dict[str, Any]:
-    """Quantize both fused graphs into `int8`; the scoring graph's options go in the manifest."""
-    options = {
-        g: quantize_int8(fused[g], int8[g], vocab_size, config.int8_per_channel, config.int8_reduce_range, op_types)
-        for g in GRAPHS
-    }
-    return options["scoring"]
-
-
-def _fuse_all(
-    fp32: dict[str, Path], fused: dict[str, Path], heads: int, hidden: int, layers: int, gelu_form: str
-) -> dict[str, Any]:
-    return {g: fuse(fp32[g], fused[g], heads, hidden, layers, gelu_form) for g in GRAPHS}
-
-
-def _fp16_all(fp32: dict[str, Path], fp16: dict[str, Path], heads: int, hidden: int, gelu_form: str) -> dict[str, Any]:
-    return {g: convert_fp16(fp32[g], fp16[g], heads, hidden, gelu_form) for g in GRAPHS}
 
 
 def load_checkpoint(path: Path) -> tuple[BERTForPreTraining, BERTTokenizerFast]:
@@ -182,51 +163,90 @@ def _export_into(
     """Write every file of the export into the empty directory `out` and verify it."""
     model.save_pretrained(out / CHECKPOINT_DIR)
     tokenizer.save_pretrained(out)
-    cfg = model.config
     timings: dict[str, float] = {}
-    variants: dict[str, Variant] = {}
-
-    def paths(variant: str) -> dict[str, Path]:
-        (out / variant).mkdir(exist_ok=True)
-        return {g: out / variant / f"{g}.onnx" for g in GRAPHS}
-
-    t = time.perf_counter()
-    fp32 = paths("fp32")
-    export_onnx(model, fp32["full"], fp32["scoring"], config.opset)
-    timings["torch.onnx.export"] = time.perf_counter() - t
-    variants["fp32"] = Variant("fp32", "cpu", graph_paths("fp32"))
-    built = {"fp32": fp32}
-    if "fused" in config.variants or "int8" in config.variants:
-        t = time.perf_counter()
-        built["fused"] = paths("fused")
-        fusion = run_isolated(
-            _fuse_all,
-            fp32,
-            built["fused"],
-            cfg.num_attention_heads,
-            cfg.hidden_size,
-            cfg.num_hidden_layers,
-            cfg.gelu_form,
-        )
-        timings["fuse"] = time.perf_counter() - t
-        variants["fused"] = Variant("fp32", "cpu", graph_paths("fused"), fusion=fusion)
-    if "int8" in config.variants:
-        t = time.perf_counter()
-        built["int8"] = paths("int8")
-        quantize = partial(run_isolated, _quantize, built["fused"], built["int8"], cfg.vocab_size, config)
-        variants["int8"] = Variant("int8", "cpu", graph_paths("int8"), quantization=quantize(INT8_OP_TYPES))
-        timings["quantize_int8"] = time.perf_counter() - t
-    if "fp16" in config.variants:
-        t = time.perf_counter()
-        built["fp16"] = paths("fp16")
-        options = run_isolated(_fp16_all, fp32, built["fp16"], cfg.num_attention_heads, cfg.hidden_size, cfg.gelu_form)
-        timings["convert_fp16"] = time.perf_counter() - t
-        variants["fp16"] = Variant("fp16", "cuda", graph_paths("fp16"), conversion=options["scoring"])
+    built, variants, quantize = _build_variants(out, model, config, timings)
     steps = [name for name in built if name not in config.variants]  # fp32/fused built only towards another
     for name in steps:
-        built.pop(name), variants.pop(name)
-
+        variants.pop(name)
     t = time.perf_counter()
+    _verify(model, tokenizer, config, {n: g for n, g in built.items() if n in variants}, variants, quantize)
+    timings["verify"] = time.perf_counter() - t
+    for name in steps:
+        shutil.rmtree(out / name)
+    timings["total"] = time.perf_counter() - started
+    manifest = _manifest(out, model, tokenizer, config, timings, variants)
+    manifest.save(out)
+    failures = [f"{n}: {r}" for n, v in variants.items() if v.verdict is Verdict.FAIL
+                for r in v.verification["reasons"]]  # fmt: skip
+    if failures:
+        raise ExportVerificationError("export verification failed:\n  " + "\n  ".join(failures))
+    ExportBundle.load(out)  # the directory reads back clean
+    return manifest
+
+
+def _build_variants(
+    out: Path, model: BERTForPreTraining, config: ExportConfig, timings: dict[str, float]
+) -> tuple[dict[str, dict[str, Path]], dict[str, Variant], Callable[[tuple[str, ...]], dict[str, Any]]]:
+    """Export fp32 and derive the other variants from it, each transform in a child process.
+    Returns each variant's graph paths, its manifest entry, and how to (re)quantize int8."""
+    cfg = model.config
+    built: dict[str, dict[str, Path]] = {}
+    variants: dict[str, Variant] = {}
+
+    def step(name: str, timing: str, precision: str, device: str, make: Callable[[dict[str, Path]], Any]) -> None:
+        t = time.perf_counter()
+        (out / name).mkdir(exist_ok=True)
+        built[name] = {g: out / name / f"{g}.onnx" for g in GRAPHS}
+        result = make(built[name])
+        timings[timing] = time.perf_counter() - t
+        variants[name] = Variant(precision, device, graph_paths(name), **(result or {}))
+
+    def quantize(op_types: tuple[str, ...]) -> dict[str, Any]:
+        return run_isolated(quantize_all, built["fused"], built["int8"], cfg.vocab_size,
+                            config.int8_per_channel, config.int8_reduce_range, op_types)  # fmt: skip
+
+    step(
+        "fp32",
+        "torch.onnx.export",
+        "fp32",
+        "cpu",
+        lambda dst: export_onnx(model, dst["full"], dst["scoring"], config.opset),
+    )
+    fp32, shape = built["fp32"], (cfg.num_attention_heads, cfg.hidden_size)
+    if "fused" in config.variants or "int8" in config.variants:
+        fuse = partial(run_isolated, fuse_all, fp32)
+        step(
+            "fused",
+            "fuse",
+            "fp32",
+            "cpu",
+            lambda dst: {"fusion": fuse(dst, *shape, cfg.num_hidden_layers, cfg.gelu_form)},
+        )
+    if "int8" in config.variants:
+        step("int8", "quantize_int8", "int8", "cpu", lambda dst: {"quantization": quantize(INT8_OP_TYPES)})
+    if "fp16" in config.variants:
+        convert = partial(run_isolated, fp16_all, fp32)
+        step(
+            "fp16",
+            "convert_fp16",
+            "fp16",
+            "cuda",
+            lambda dst: {"conversion": convert(dst, *shape, cfg.gelu_form)["scoring"]},
+        )
+    return built, variants, quantize
+
+
+def _verify(
+    model: BERTForPreTraining,
+    tokenizer: BERTTokenizerFast,
+    config: ExportConfig,
+    built: dict[str, dict[str, Path]],
+    variants: dict[str, Variant],
+    quantize: Callable[[tuple[str, ...]], dict[str, Any]],
+) -> None:
+    """Check every graph and compare each variant with the PyTorch model on its device; the
+    records go into `variants`. CUDA variants without a working CUDA provider are NOT VERIFIED."""
+    cfg = model.config
     cases = build_cases(
         tokenizer,
         min(config.verify_max_length, cfg.max_position_embeddings),
@@ -257,20 +277,22 @@ def _export_into(
             records |= verify_variants(model, cases, {"int8": built["int8"]}, tolerances, device)
         for name, record in records.items():
             variants[name].verification = record
-    timings["verify"] = time.perf_counter() - t
-    for name in steps:
-        shutil.rmtree(out / name)
-    timings["total"] = time.perf_counter() - started
 
+
+def _manifest(
+    out: Path,
+    model: BERTForPreTraining,
+    tokenizer: BERTTokenizerFast,
+    config: ExportConfig,
+    timings: dict[str, float],
+    variants: dict[str, Variant],
+) -> Manifest:
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
-    verdict = worst(v.verdict for v in variants.values())
-    failures = [f"{n}: {r}" for n, v in variants.items() if v.verdict is Verdict.FAIL
-                for r in v.verification["reasons"]]  # fmt: skip
-    manifest = Manifest(
+    return Manifest(
         lucid_eval_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source_checkpoint=str(checkpoint_path(config.model).resolve()),
-        model_config=cfg,
+        model_config=model.config,
         vocab_size=tokenizer.vocab_size,
         vocab_sha256=_vocab_sha256(tokenizer),
         opset=config.opset,
@@ -286,11 +308,6 @@ def _export_into(
         verification=VerificationSettings(pairs=config.verify_pairs, max_length=config.verify_max_length, seed=0),
         tolerances=config.tolerances,
         variants=variants,
-        verdict=verdict,
+        verdict=worst(v.verdict for v in variants.values()),
         files={str(p.relative_to(out)): FileEntry(sha256_file(p), p.stat().st_size) for p in files},
     )
-    manifest.save(out)
-    if failures:
-        raise ExportVerificationError("export verification failed:\n  " + "\n  ".join(failures))
-    ExportBundle.load(out)  # the directory reads back clean
-    return manifest

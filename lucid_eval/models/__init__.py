@@ -1,21 +1,24 @@
-"""The reference model: lucid's BERTForPreTraining API over Hugging Face BERT weights."""
+"""The reference model: lucid's BERTForPreTraining API over Hugging Face BERT weights.
 
-from lucid_eval.models.checkpoints import CheckpointError
-from lucid_eval.models.config import BERTConfig
-from lucid_eval.models.model import (
-    BERTForPreTraining,
-    bert_for_pre_training_base,
-    bert_for_pre_training_large,
-    bert_for_pre_training_tiny,
-)
-from lucid_eval.models.tokenizer import BERTTokenizerFast
+The names below load lazily, so `lucid_eval.models.config` (read by export manifests and reports)
+stays free of torch."""
 
-__all__ = [
-    "BERTConfig",
-    "BERTForPreTraining",
-    "BERTTokenizerFast",
-    "CheckpointError",
-    "bert_for_pre_training_base",
-    "bert_for_pre_training_large",
-    "bert_for_pre_training_tiny",
-]
+from importlib import import_module
+from typing import Any
+
+_HOMES = {
+    "BERTConfig": "config",
+    "BERTForPreTraining": "model",
+    "BERTTokenizerFast": "tokenizer",
+    "CheckpointError": "checkpoints",
+    "bert_for_pre_training_base": "model",
+    "bert_for_pre_training_large": "model",
+    "bert_for_pre_training_tiny": "model",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(f"lucid_eval.models.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'lucid_eval.models' has no attribute {name!r}")

@@ -14,9 +14,8 @@ def test_version_and_help():
 
 
 def test_export_command_writes_a_verified_export(tiny_checkpoint, tmp_path):
-    result = CliRunner().invoke(
-        main, ["export", "--model", str(tiny_checkpoint), "--out", str(tmp_path), "--variant", "fused"]
-    )
+    args = ["--model", str(tiny_checkpoint), "--out", str(tmp_path), "--variant", "fused", "--verify-pairs", "200"]
+    result = CliRunner().invoke(main, ["export", *args])
     assert result.exit_code == 0, result.output
     assert "fused  fp32  cpu   PASS" in result.output
     assert json.loads((tmp_path / "manifest.json").read_text())["verdict"] == "PASS"

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 from lucid_eval import BERTForPreTraining
 from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
-from lucid_eval.export.graphs import fuse
 from lucid_eval.export.manifest import Manifest
 from lucid_eval.export.sessions import make_session
+from lucid_eval.export.transforms import fuse
 from lucid_eval.models.masks import padding_mask
 
 GELU_OPS = {"FastGelu", "BiasGelu", "Gelu", "FastGeluBias"}
