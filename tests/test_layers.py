@@ -4,7 +4,11 @@ core (verdict, tolerances, errors, files, locking, isolated, totals) -> models -
 runtimes -> harness -> reports -> app (cli, demo, bench). Function-local imports count too."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import lucid_eval
 
@@ -55,3 +59,17 @@ def test_no_module_imports_a_layer_above_its_own():
             if other and ORDER.index(other) > mine:
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({layer(module)}) imports {name} ({other})")
     assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "lucid_eval.export.transforms",  # every export runs it in child processes: torch would cost seconds each
+        "lucid_eval.export.manifest",  # read by reports and the harness to describe an export
+        "lucid_eval.harness.corpus",  # the corpus reader, also used where no model runs
+    ],
+)
+def test_light_modules_do_not_load_torch(module: str) -> None:
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'importing {module} loaded torch'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
