@@ -1,6 +1,6 @@
 """The package's layers, lowest first; a module may import its own layer and those below, never above.
 
-core (verdict, tolerances, errors, files, locking, isolated, totals) -> models -> data -> train -> export ->
+core (verdict, tolerances, errors, files, locking, isolated, totals, lazy) -> models -> data -> train -> export ->
 runtimes -> harness -> reports -> app (cli, demo, bench). Function-local imports count too."""
 
 import ast
@@ -13,7 +13,7 @@ import pytest
 import lucid_eval
 
 ORDER = ("core", "models", "data", "train", "export", "runtimes", "harness", "reports", "app")
-CORE = {"verdict", "tolerances", "errors", "files", "locking", "isolated", "totals"}
+CORE = {"verdict", "tolerances", "errors", "files", "locking", "isolated", "totals", "lazy"}
 APP = {"cli", "demo", "bench"}
 PACKAGE = Path(lucid_eval.__file__).parent
 

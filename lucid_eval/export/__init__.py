@@ -3,8 +3,7 @@
 The names below load lazily, so `lucid_eval.export.transforms` (run in a child process) and the
 manifest stay free of torch."""
 
-from importlib import import_module
-from typing import Any
+from lucid_eval.lazy import lazy_attributes
 
 _HOMES = {
     "VARIANTS": "manifest",
@@ -16,8 +15,4 @@ _HOMES = {
 }
 __all__ = list(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(import_module(f"lucid_eval.export.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'lucid_eval.export' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -3,8 +3,7 @@
 The names below load lazily, so `lucid_eval.models.config` (read by export manifests and reports)
 stays free of torch."""
 
-from importlib import import_module
-from typing import Any
+from lucid_eval.lazy import lazy_attributes
 
 _HOMES = {
     "BERTConfig": "config",
@@ -17,8 +16,4 @@ _HOMES = {
 }
 __all__ = list(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(import_module(f"lucid_eval.models.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'lucid_eval.models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOMES)
