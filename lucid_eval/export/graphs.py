@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from lucid_eval.export.transforms import TWO_GB
+from lucid_eval.export.transforms import TWO_GB, tie_decoder_to_embedding
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.scoring import FULL_INPUTS, FULL_OUTPUTS, SCORING_INPUTS, SCORING_OUTPUTS, BERTScorer
 
@@ -72,7 +72,8 @@ def needs_external_data(model: BERTForPreTraining) -> bool:
 
 
 def export_onnx(model: BERTForPreTraining, full_path: Path, scoring_path: Path, opset: int) -> None:
-    """Write the full graph (lucid's forward) and the scoring graph from the same weights."""
+    """Write the full graph (lucid's forward) and the scoring graph from the same weights, the tied
+    word embedding stored once."""
     eager = export_model_for_onnx(model)
     dummy = _dummy_inputs(model.config.vocab_size)
     jobs = [
@@ -94,4 +95,5 @@ def export_onnx(model: BERTForPreTraining, full_path: Path, scoring_path: Path, 
                 do_constant_folding=True,
                 dynamo=False,
             )
+        tie_decoder_to_embedding(path)
         onnx.checker.check_model(str(path), full_check=True)

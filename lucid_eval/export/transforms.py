@@ -10,7 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from lucid_eval.export.manifest import GRAPHS
 
@@ -111,10 +113,45 @@ def quantize_int8(
 
 
 def decoder_matmuls(path: Path, vocab_size: int) -> list[str]:
-    """The MatMul/Gemm nodes whose constant weight is (hidden, vocab): the MLM decoder."""
+    """The MatMul/Gemm nodes whose constant weight is (hidden, vocab), stored as such or as the
+    transpose of the tied word embedding (`tie_decoder_to_embedding`): the MLM decoder."""
     model = onnx.load(str(path), load_external_data=False)
-    decoder_weights = {i.name for i in model.graph.initializer if len(i.dims) == 2 and vocab_size in i.dims}
-    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & decoder_weights]
+    weights = {i.name for i in model.graph.initializer if len(i.dims) == 2 and vocab_size in i.dims}
+    weights |= {n.output[0] for n in model.graph.node if n.op_type == "Transpose" and n.input[0] in weights}
+    return [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and set(n.input) & weights]
+
+
+def tie_decoder_to_embedding(path: Path) -> list[str]:
+    """Store the MLM decoder's weight once when it is the word embedding transposed (BERT ties
+    them; the exporter's constant folding writes the transpose as a second initializer, 94 MB for
+    bert-base). The decoder then reads a Transpose of the embedding, which ONNX Runtime folds when
+    it loads the graph. Only exact copies are tied. Returns the decoder nodes rewired."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    tables = {n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits}
+    tied: list[str] = []
+    for node in model.graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2:
+            continue
+        matrix = numpy_helper.to_array(weight)
+        for table in tables:
+            if tuple(inits[table].dims) == matrix.shape[::-1] and np.array_equal(
+                numpy_helper.to_array(inits[table]).T, matrix
+            ):
+                transposed = f"{table}.transposed"
+                if transposed not in {o for n in model.graph.node for o in n.output}:
+                    model.graph.node.insert(
+                        0, helper.make_node("Transpose", [table], [transposed], name=transposed, perm=[1, 0])
+                    )
+                node.input[1] = transposed
+                model.graph.initializer.remove(weight)
+                tied.append(node.name)
+                break
+    if tied:
+        large = sum(len(i.raw_data) for i in model.graph.initializer) > TWO_GB * 0.9
+        onnx.save(model, str(path), save_as_external_data=large)
+    return tied
 
 
 def convert_fp16(src: Path, dst: Path, num_heads: int, hidden_size: int, gelu_form: str = "erf") -> dict[str, Any]:

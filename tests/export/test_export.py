@@ -42,7 +42,7 @@ def test_manifest_records_everything(tiny_export, tiny_config):
         assert len(cases) == 8 and all(c["max_abs_logit_diff"] <= 1e-4 and c["mlm_flips"] == 0 for c in cases)
         for graph in ("full", "scoring"):
             evidence = verification["graphs"][graph]["evidence"]
-            assert evidence["nsp"]["compared"] == 1016 and evidence["mlm"]["decisive"] > 1000
+            assert evidence["nsp"]["compared"] == 216 and evidence["mlm"]["decisive"] > 200  # 200 pairs + 16 cases
     int8 = manifest["variants"]["int8"]["verification"]
     assert int8["tolerance"]["loss"] == 0.05 and int8["graphs"]["scoring"]["evidence"]["d_mlm_loss"] is not None
     assert manifest["variants"]["int8"]["quantization"]["excluded_nodes"], "the MLM decoder stays fp32"
@@ -201,3 +201,14 @@ def test_int8_keeps_attention_fp32_when_full_quantization_fails(tiny_checkpoint,
     assert int8.quantization["op_types"] == ["MatMul"]
     assert int8.quantization["attention_kept_fp32_because"] == ["scoring graph: |Δ mean NSP loss| 0.07 > 0.05"]
     assert not (tmp_path / "e" / "fused").exists() and ExportBundle.load(tmp_path / "e")
+
+
+def test_the_tied_word_embedding_is_stored_once(tiny_export):
+    """The decoder reads the word embedding through a Transpose instead of a folded second copy."""
+    manifest = ExportBundle.load(tiny_export).manifest
+    hidden, vocab = manifest.model_config.hidden_size, manifest.model_config.vocab_size
+    for variant, info in manifest.variants.items():
+        for path in info.graphs.values():
+            graph = onnx.load(str(tiny_export / path)).graph
+            shapes = [tuple(i.dims) for i in graph.initializer]
+            assert shapes.count((vocab, hidden)) == 1 and (hidden, vocab) not in shapes, (variant, path)
