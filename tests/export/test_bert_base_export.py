@@ -31,3 +31,7 @@ def test_bert_base_export_verifies(tmp_path, bert_vocab):
     assert fused["Attention"] == 12 and fused["EmbedLayerNormalization"] == 1
     worst = max(c["max_abs_logit_diff"] for c in manifest["variants"]["fused"]["verification"]["cases"])
     assert worst <= 1e-4
+    for variant in ("fp32", "fused"):  # 110 M fp32 parameters, the tied embedding stored once: ~440 MB
+        for graph in ("full", "scoring"):
+            size = (tmp_path / "export" / variant / f"{graph}.onnx").stat().st_size
+            assert size <= 450e6, (variant, graph, size)
