@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -39,9 +38,6 @@ from lucid_eval.tolerances import Tolerances
 
 MAX_RETRIES = 3  # restarts of a dead actor, and retries of each chunk it had in flight
 IN_FLIGHT_PER_WORKER = 2  # one chunk scoring and one queued, so no actor waits for the driver
-# Ray's object store keeps freed objects until it is full, so the shared memory a run touches grows
-# to its size: for the Ray started here, a size that holds the chunks in flight, not 30 % of RAM.
-OBJECT_STORE_BYTES = max(256, 16 * (os.cpu_count() or 1)) * 2**20
 EXTRA = 'pip install "lucid-eval[ray]"'
 
 
@@ -140,6 +136,15 @@ class ScoringWorker:
         return scores
 
 
+def _owned(scores: Scores) -> Scores:
+    """A copy out of Ray's object store. The arrays ray.get returns are views of the stored object:
+    any one kept (the run keeps each chunk's batch timings) would pin the whole chunk there."""
+    return Scores(
+        {k: v.copy() for k, v in scores.shared.items()},
+        {name: {k: v.copy() for k, v in fields.items()} for name, fields in scores.runtimes.items()},
+    )
+
+
 def _get(ray: Any, refs: Any) -> Any:
     """ray.get, raising an actor's error as itself (a UserError stays one line) and a worker lost
     for good as a RunError that says how to resume."""
@@ -166,13 +171,7 @@ def _connected(ray: Any, address: str | None) -> Iterator[None]:
         yield
         return
     if address is None:
-        ray.init(
-            address="local",
-            object_store_memory=OBJECT_STORE_BYTES,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     try:
@@ -305,7 +304,7 @@ class RayEngine:
             for ref in ready:
                 chunk, a = running.pop(ref)
                 load[a] -= 1
-                chunk.scores = _get(ray, ref)
+                chunk.scores = _owned(_get(ray, ref))
                 save(chunk.k, chunk.scores)
                 progress(len(chunk.records))
         # Actors Ray restarted opened their runtimes again: they must still run as recorded.
