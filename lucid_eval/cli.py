@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +35,35 @@ def _columns(ctx: click.Context, param: click.Parameter, value: str | None) -> d
         return parse_columns(value) if value else None
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def _model_sources(
+    onnx_help: str, device_default: str | None = None, device_help: str = "Where --onnx graphs run."
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--export, --model, --onnx and --onnx-device: where score and localize take their models from."""
+    options = [
+        click.option("--export", "export_dir", type=click.Path(path_type=Path), help="Export dir (lucid-eval export)."),
+        click.option(
+            "--model", help="Instead of --export: a checkpoint dir (or 'demo') as the reference, for --onnx graphs."
+        ),
+        click.option(
+            "--onnx", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help=onnx_help
+        ),
+        click.option(
+            "--onnx-device",
+            type=click.Choice(["cpu", "cuda"]),
+            default=device_default,
+            show_default=device_default is not None,
+            help=device_help,
+        ),
+    ]
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
 
 
 def _distinct(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -185,21 +216,9 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, o
 
 
 @main.command()
-@click.option("--export", "export_dir", type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
-@click.option("--model", help="Instead of --export: a checkpoint dir (or 'demo') as the reference, for --onnx graphs.")
-@click.option(
-    "--onnx",
-    "onnx",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Repeatable: a BERT ONNX graph from elsewhere (Optimum, torch.onnx.export, ...) to compare too.",
-)
-@click.option(
-    "--onnx-device",
-    type=click.Choice(["cpu", "cuda"]),
-    default="cpu",
-    show_default=True,
-    help="Where --onnx graphs run.",
+@_model_sources(
+    "Repeatable: a BERT ONNX graph from elsewhere (Optimum, torch.onnx.export, ...) to compare too.",
+    device_default="cpu",
 )
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -368,17 +387,9 @@ def pretrain(corpus: str, out: Path, preset: str, steps: int | None, seed: int |
 
 
 @main.command()
-@click.option("--export", "export_dir", type=click.Path(path_type=Path), help="Export dir (lucid-eval export).")
-@click.option("--model", help="Instead of --export: a checkpoint dir (or 'demo') as the reference, for --onnx graphs.")
-@click.option(
-    "--onnx",
-    "onnx",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Repeatable: a BERT ONNX graph from elsewhere to localise too (run as ort-DEVICE:LABEL, as score does).",
-)
-@click.option(
-    "--onnx-device", type=click.Choice(["cpu", "cuda"]), help="Where --onnx graphs run (default: the run's, else cpu)."
+@_model_sources(
+    "Repeatable: a BERT ONNX graph from elsewhere to localise too (run as ort-DEVICE:LABEL, as score does).",
+    device_help="Where --onnx graphs run (default: the run's, else cpu).",
 )
 @click.option(
     "--corpus",
@@ -422,6 +433,7 @@ def localize(export_dir, model, onnx, onnx_device, corpus, runtimes, n_pairs, ex
 
     from lucid_eval.harness.localize import LocalizeConfig
     from lucid_eval.harness.localize import localize as run_localize
+    from lucid_eval.harness.run_info import RunInfo
     from lucid_eval.reports import build_report
     from lucid_eval.reports.localize import build_localize_report
 
@@ -437,5 +449,5 @@ def localize(export_dir, model, onnx, onnx_device, corpus, runtimes, n_pairs, ex
     result = run_localize(config, echo=click.echo, report=build_localize_report)
     click.echo(result.summary())
     click.echo(f"wrote {result.out_dir / 'localize.csv'}; report: {result.report}")
-    if result.run_dir is not None and (result.run_dir / "run.json").is_file():
+    if result.run_dir is not None and RunInfo.file(result.run_dir).is_file():
         click.echo(f"report: {build_report(result.run_dir)} (with this localisation)")

@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 
+from lucid_eval.harness.run_info import CorpusInfo, Counts, RunInfo
+
 REFERENCE = "torch-cpu"
 RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8")
 INJECTION = "<script>alert(1)</script><img src=x onerror=alert(2)>"
@@ -149,20 +151,20 @@ def synthetic_run(n_pairs: int = 40, *, n_flips: int = 3, nsp_labels: bool = Tru
             "raw": ['{"text_a": "</td><script>alert(3)</script>"}', "{not json"],
         }
     )
-    run_info = {
-        "command": "lucid-eval run --corpus corpus.jsonl --runtimes torch-cpu,ort-cpu,ort-cpu-int8",
-        "seed": 1234,
-        "corpus": {"path": "/data/corpus.jsonl", "sha256": "ab" * 32, "format": "jsonl"},
-        "export": {"dir": "/exports/bert-tiny", "manifest_sha256": "cd" * 32},
-        "reference": REFERENCE,
-        "runtimes": list(RUNTIMES),
-        "counts": {"read": n_pairs + 2, "scored": n_pairs, "truncated": 3, "rejected": 2},
-        "versions": {"lucid_eval": "0.1.0", "torch": "2.5.1", "onnxruntime": "1.20.1"},
-        "host": {"cpu": "AMD EPYC 7B13", "cores": 16, "os": "Linux"},
-        "started": "2025-01-01T10:00:00+00:00",
-        "finished": "2025-01-01T10:00:09+00:00",
-        "max_length": 128,
-    }
+    run_info = RunInfo(
+        command="lucid-eval run --corpus corpus.jsonl --runtimes torch-cpu,ort-cpu,ort-cpu-int8",
+        seed=1234,
+        corpus=CorpusInfo(path="/data/corpus.jsonl", sha256="ab" * 32, format="jsonl"),
+        export={"dir": "/exports/bert-tiny", "manifest_sha256": "cd" * 32},
+        reference=REFERENCE,
+        runtimes=list(RUNTIMES),
+        counts=Counts(read=n_pairs + 2, scored=n_pairs, truncated=3, rejected=2),
+        versions={"lucid_eval": "0.1.0", "torch": "2.5.1", "onnxruntime": "1.20.1"},
+        host={"cpu": "AMD EPYC 7B13", "cores": 16, "os": "Linux"},
+        started="2025-01-01T10:00:00+00:00",
+        finished="2025-01-01T10:00:09+00:00",
+        max_length=128,
+    )
     return {
         "metrics": metrics,
         "comparison": comparison,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lucid_eval.errors import UserError
+from lucid_eval.harness.run_info import RunInfo
 from lucid_eval.harness.scoring import Scores
 from lucid_eval.harness.tables import REPORT_FILE, RUN_INFO_FILE, SCHEMAS, atomic_write_text, temp_files
 from lucid_eval.locking import LockError, exclusive_lock
@@ -70,10 +71,10 @@ def _is_run_dir(out: Path) -> bool:
     if (out / JOURNAL_DIR / JOURNAL_FILE).is_file():
         return True
     try:
-        info = json.loads((out / RUN_INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        RunInfo.load(out)
+    except (OSError, ValueError):  # none, unreadable, or not ours (RunInfoError)
         return False
-    return isinstance(info, dict) and isinstance(info.get("versions"), dict) and "lucid_eval" in info["versions"]
+    return True
 
 
 def _refuse_foreign_files(out: Path) -> None:

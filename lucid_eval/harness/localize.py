@@ -40,6 +40,7 @@ from lucid_eval.harness.localize_select import (
     select_pairs,
 )
 from lucid_eval.harness.masking import encode_chunk
+from lucid_eval.harness.run_info import CorpusInfo
 from lucid_eval.harness.tables import atomic_write_text, temp_files
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.models.scoring import FULL_INPUTS
@@ -321,19 +322,19 @@ def localize(
     if config.examples and config.examples_from:
         raise LocalizeError("give --examples or --examples-from, not both")
     flipped = flipped_examples(config.examples_from) if config.examples_from else None
-    ids, run = (flipped.ids, flipped.run) if flipped else (tuple(config.examples), {})
+    ids, run = (flipped.ids, flipped.run) if flipped else (tuple(config.examples), None)
     if ids and config.n_pairs is not None:
         raise LocalizeError("--n-pairs selects the corpus's first pairs; it cannot be combined with named examples")
     sources = resolve_sources(config, flipped, echo)
     bundle, targets = sources.bundle, sources.targets
     tolerances = parse_overrides(config.tolerance_overrides, bundle.tolerances)
-    seed = config.seed if config.seed is not None else run.get("seed", 0)
-    max_length = config.max_length if config.max_length is not None else run.get("max_length", 128)
+    seed = config.seed if config.seed is not None else (run.seed if run else 0)
+    max_length = config.max_length if config.max_length is not None else (run.max_length if run else 128)
     if max_length > bundle.config.max_position_embeddings:
         raise LocalizeError(f"max_length {max_length} exceeds the model's {bundle.config.max_position_embeddings}")
-    corpus_run = run.get("corpus", {})
+    corpus_run = run.corpus if run else CorpusInfo(path=str(sources.corpus))
     corpus_sha = sha256_file(sources.corpus)
-    if corpus_run.get("sha256") not in (None, corpus_sha):
+    if corpus_run.sha256 not in (None, corpus_sha):
         echo(f"warning: {sources.corpus} is not the corpus of that run (sha256 differs): ids may name other pairs")
     for warning in (w for t in targets for w in t.warnings):
         echo(f"warning: {warning}")
@@ -342,10 +343,10 @@ def localize(
     with run_directory(out):
         for leftover in temp_files(out, (CSV_FILE, INFO_FILE, HTML_FILE)):
             leftover.unlink(missing_ok=True)
-        reader = CorpusReader(sources.corpus, corpus_run.get("format"), columns=corpus_run.get("columns") or None)
+        reader = CorpusReader(sources.corpus, corpus_run.format, columns=corpus_run.columns or None)
         records = select_pairs(reader, config.n_pairs or DEFAULT_PAIRS, ids)
         tokenizer = bundle.tokenizer
-        probability = run.get("mlm_probability", 0.15)
+        probability = run.mlm_probability if run else 0.15
         examples = encode_chunk(records, tokenizer, seed=seed, max_length=max_length, mlm_probability=probability)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -371,7 +372,7 @@ def localize(
             "command": config.command,
             **sources.record(),
             "corpus": {"path": str(sources.corpus), "sha256": corpus_sha},
-            "run": {"dir": str(flipped.run_dir), "started": run.get("started")} if flipped else None,
+            "run": {"dir": str(flipped.run_dir), "started": run.started if run else None} if flipped else None,
             "pairs": len(records),
             "examples": list(ids),
             "seed": seed,

@@ -9,7 +9,6 @@ output folder RUN_DIR/localize, which the run's report.html then shows.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from lucid_eval.export.boundaries import MLM_OUTPUT, NSP_OUTPUT
 from lucid_eval.export.bundle import ExportBundle
 from lucid_eval.export.foreign import CheckpointBundle, graph_labels, inspect_graph
 from lucid_eval.harness.corpus import CorpusReader, PairRecord
+from lucid_eval.harness.run_info import RunInfo, RunInfoError
 from lucid_eval.harness.tables import LOCALIZE_DIR
 from lucid_eval.runtimes import SPECS, foreign_name, spec
 
@@ -42,7 +42,7 @@ class FlippedRun:
 
     ids: tuple[str, ...]
     runtimes: tuple[str, ...]
-    run: dict[str, Any]  # empty when the run directory has no run.json
+    run: RunInfo | None  # None when the run directory has no run.json
     run_dir: Path
 
 
@@ -58,11 +58,13 @@ def flipped_examples(path: str | Path) -> FlippedRun:
     if ids.empty:
         raise LocalizeError(f"{flips} lists no flipped predictions: nothing to localise; use --n-pairs instead")
     try:
-        run = json.loads((flips.parent / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        run = {}
+        run = RunInfo.load(flips.parent)
+    except FileNotFoundError:
+        run = None
+    except (OSError, RunInfoError) as exc:  # its seed and corpus would be guessed: refuse rather
+        raise LocalizeError(f"cannot take that run's settings: {exc}") from exc
     runtimes = tuple(dict.fromkeys(frame["runtime"])) if "runtime" in frame else ()
-    return FlippedRun(tuple(dict.fromkeys(ids)), runtimes, run if isinstance(run, dict) else {}, flips.parent)
+    return FlippedRun(tuple(dict.fromkeys(ids)), runtimes, run, flips.parent)
 
 
 def select_pairs(reader: CorpusReader, n_pairs: int, ids: tuple[str, ...]) -> list[PairRecord]:
@@ -158,12 +160,14 @@ def _warn_if_changed(echo: Callable[[str], None], what: str, recorded: str | Non
         echo(f"warning: {what} is not what that run scored (sha256 differs)")
 
 
-def _reference(config: LocalizeConfig, run: dict[str, Any], from_run: bool, echo: Callable[[str], None]) -> Any:
+def _reference(config: LocalizeConfig, run: RunInfo | None, from_run: bool, echo: Callable[[str], None]) -> Any:
     """The export's bundle or the checkpoint's: as given, else the one the run scored."""
     export_dir, model = config.export_dir, config.model
+    recorded_export = (run.export if run else None) or {}
+    recorded_checkpoint = (run.checkpoint if run else None) or {}
     if from_run:
-        export_dir = (run.get("export") or {}).get("dir")
-        model = None if export_dir else (run.get("checkpoint") or {}).get("path")
+        export_dir = recorded_export.get("dir")
+        model = None if export_dir else recorded_checkpoint.get("path")
     if export_dir is None and model is None:
         where = " (the run's run.json names neither)" if from_run else ""
         raise LocalizeError(f"give --export DIR, or --model CHECKPOINT with --onnx graphs{where}")
@@ -174,11 +178,11 @@ def _reference(config: LocalizeConfig, run: dict[str, Any], from_run: bool, echo
         )
     if export_dir is not None:
         bundle: Any = ExportBundle.load(export_dir, allow_unverified=True)  # a failed export is worth localising
-        recorded = (run.get("export") or {}).get("manifest_sha256")
+        recorded = recorded_export.get("manifest_sha256")
         _warn_if_changed(echo, f"export {export_dir}", recorded, bundle.manifest_sha256)
         return bundle
     bundle = CheckpointBundle.load(model)
-    _warn_if_changed(echo, f"checkpoint {model}", (run.get("checkpoint") or {}).get("sha256"), bundle.manifest_sha256)
+    _warn_if_changed(echo, f"checkpoint {model}", recorded_checkpoint.get("sha256"), bundle.manifest_sha256)
     return bundle
 
 
@@ -196,7 +200,7 @@ def _targets(
         targets = _export_targets(names, bundle)
     paths, labels = [Path(p) for p in config.onnx], graph_labels(list(config.onnx)) if config.onnx else []
     device = config.onnx_device or "cpu"
-    recorded = (flipped.run.get("onnx_graphs") or {}) if flipped and from_run and not paths else {}
+    recorded = flipped.run.onnx_graphs if flipped and flipped.run and from_run and not paths else {}
     graphs = {name: g for name, g in recorded.items() if name in flipped.runtimes}
     if graphs:
         paths, labels = [Path(g["path"]) for g in graphs.values()], [n.split(":", 1)[1] for n in graphs]
@@ -219,13 +223,13 @@ def resolve_sources(config: LocalizeConfig, flipped: FlippedRun | None, echo: Ca
         raise LocalizeError("give --export DIR or --model CHECKPOINT, not both")
     if config.out_dir is None and flipped is None:
         raise LocalizeError("give --out DIR (or --examples-from RUN_DIR, which writes RUN_DIR/localize)")
-    run = flipped.run if flipped else {}
+    run = flipped.run if flipped else None
     from_run = flipped is not None and config.export_dir is None and config.model is None
     bundle = _reference(config, run, from_run, echo)
     targets = _targets(config, bundle, flipped, from_run, echo)
     corpus = config.corpus
     if corpus is None:
-        recorded = (run.get("corpus") or {}).get("path")
+        recorded = run.corpus.path if run else None
         if recorded is None or not Path(recorded).is_file():
             where = f"the run's corpus {recorded} is not there" if recorded else "no run.json names one"
             raise LocalizeError(f"give --corpus FILE ({where})")

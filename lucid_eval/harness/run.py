@@ -41,6 +41,7 @@ from lucid_eval.harness.journal import (
     now,
     run_directory,
 )
+from lucid_eval.harness.run_info import CorpusInfo, Counts, RunInfo
 from lucid_eval.harness.scoring import Chunk, Engine, LocalEngine, Scores, Stopped, open_runtimes, stop_on_sigint
 from lucid_eval.harness.sources import default_factory, foreign_graphs, load_bundle, verify_unverified
 from lucid_eval.harness.tables import (
@@ -49,7 +50,7 @@ from lucid_eval.harness.tables import (
     load_table,
     write_run_tables,
 )
-from lucid_eval.runtimes.base import Runtime, RuntimeInfo
+from lucid_eval.runtimes.base import Runtime
 from lucid_eval.tolerances import Tolerances, parse_overrides, tolerances_as_dict
 from lucid_eval.verdict import Verdict, exit_code
 
@@ -127,7 +128,7 @@ class RunResult:
     out_dir: Path
     metrics: pd.DataFrame
     comparison: pd.DataFrame
-    run_info: dict[str, Any]
+    run_info: RunInfo
     report: Path | None  # the HTML report, when score() was given a builder (the CLI's is lucid_eval.reports)
 
     @property
@@ -151,10 +152,10 @@ class RunResult:
         return exit_code(self.verdicts, strict)
 
     def summary(self) -> str:
-        counts = self.run_info["counts"]
+        counts = self.run_info.counts
         line = (
-            f"pairs read {counts['read']:,}, scored {counts['scored']:,}, truncated {counts['truncated']:,}, "
-            f"rejected {counts['rejected']:,}" + (" (see rejected.csv)" if counts["rejected"] else "")
+            f"pairs read {counts.read:,}, scored {counts.scored:,}, truncated {counts.truncated:,}, "
+            f"rejected {counts.rejected:,}" + (" (see rejected.csv)" if counts.rejected else "")
         )
         return summary_table(self.metrics, self.comparison) + "\n" + line
 
@@ -220,68 +221,61 @@ def _score_corpus(
     return time.perf_counter() - start
 
 
-def _model_info(config: ScoreConfig, bundle: Any) -> dict[str, Any]:
-    """run.json's account of the model: the export directory, or the reference checkpoint's files."""
+def _model_info(config: ScoreConfig, bundle: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """run.json's account of the model (export, checkpoint): the export directory, or the reference
+    checkpoint's files."""
     if config.model is None:
-        return {
-            "export": {
-                "dir": str(getattr(bundle, "path", config.export_dir)),
-                "manifest_sha256": bundle.manifest_sha256,
-            }
-        }
-    return {
-        "export": None,
-        "checkpoint": {
-            "path": str(Path(bundle.checkpoint).resolve()),
-            "sha256": bundle.manifest_sha256,
-            "files": bundle.files,
-        },
-    }
+        return {"dir": str(getattr(bundle, "path", config.export_dir)), "manifest_sha256": bundle.manifest_sha256}, None
+    return None, {"path": str(Path(bundle.checkpoint).resolve()), "sha256": bundle.manifest_sha256,
+                  "files": bundle.files}  # fmt: skip
 
 
 def _run_info(
-    config: ScoreConfig,
-    bundle: Any,
+    setup: _Setup,
     reader: CorpusReader,
     totals: RunTotals,
-    infos: dict[str, RuntimeInfo],
+    engine: Engine,
     journal: Journal,
-) -> dict[str, Any]:
+    verdicts: dict[str, str],
+    wall_s: float,
+) -> RunInfo:
     """run.json: provenance, settings and row counts (read = scored + rejected)."""
+    config, infos, stats = setup.config, engine.infos, reader.stats
     versions = {"lucid_eval": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for info in infos.values():
         versions.update(info.versions)
-    stats = reader.stats
-    return {
-        "command": config.command,
-        "seed": config.seed,
-        "max_length": config.max_length,
-        "mlm_probability": config.mlm_probability,
-        "token_budget": config.token_budget,
-        "max_batch": config.max_batch,
-        "chunk_size": config.chunk_size,
-        "corpus": {
-            "path": str(config.corpus),
-            "sha256": journal.fingerprint["corpus_sha256"],
-            "format": reader.fmt,
-            "columns": dict(config.columns or {}),
-            "warnings": list(reader.warnings),
-        },  # fmt: skip
-        **_model_info(config, bundle),
-        "reference": config.runtimes[0],
-        "runtimes": list(infos),
-        "runtime_info": {name: asdict(info) for name, info in infos.items()},
-        "counts": {
-            "read": stats.read,
-            "scored": stats.accepted,
-            "truncated": totals.truncated,
-            "rejected": stats.rejected,
-        },
-        "versions": versions,
-        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
-        "started": journal.started,
-        "finished": now(),
-    }
+    export, checkpoint = _model_info(config, setup.bundle)
+    return RunInfo(
+        command=config.command,
+        seed=config.seed,
+        max_length=config.max_length,
+        mlm_probability=config.mlm_probability,
+        token_budget=config.token_budget,
+        max_batch=config.max_batch,
+        chunk_size=config.chunk_size,
+        corpus=CorpusInfo(
+            path=str(config.corpus),
+            sha256=journal.fingerprint["corpus_sha256"],
+            format=reader.fmt,
+            columns=dict(config.columns or {}),
+            warnings=list(reader.warnings),
+        ),
+        export=export,
+        checkpoint=checkpoint,
+        reference=config.runtimes[0],
+        runtimes=list(infos),
+        runtime_info={name: asdict(info) for name, info in infos.items()},
+        counts=Counts(read=stats.read, scored=stats.accepted, truncated=totals.truncated, rejected=stats.rejected),
+        versions=versions,
+        host={"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        started=journal.started,
+        finished=now(),
+        tolerances=tolerances_as_dict(setup.tolerances),
+        onnx_graphs={name: graph.record() for name, graph in setup.foreign.items()},
+        verdicts=verdicts,
+        late_verification=engine.late_verification,
+        engine={**engine.description, "scoring_wall_s": round(wall_s, 3)},
+    )
 
 
 @dataclass
@@ -326,19 +320,17 @@ class _Setup:
 
 
 def _tables(
-    setup: _Setup, reader: CorpusReader, outputs: _Outputs, infos: dict[str, RuntimeInfo], journal: Journal
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    setup: _Setup, reader: CorpusReader, outputs: _Outputs, engine: Engine, journal: Journal, wall_s: float
+) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
     """metrics, comparison and run.json's content, from the run's totals."""
-    totals, stats = outputs.totals, reader.stats
+    totals, stats, infos = outputs.totals, reader.stats, engine.infos
     if stats.read != stats.accepted + stats.rejected or stats.accepted != totals.n_pairs:
         raise AssertionError(f"row counts do not reconcile: {stats}, {totals.n_pairs} scored")
     metrics = metrics_table(totals, infos, reader.has_labels)
     comparison = comparison_table(totals, metrics, infos, setup.tolerances, reader.has_labels)
     metrics = with_verdicts(metrics, comparison)
-    run_info = _run_info(setup.config, setup.bundle, reader, totals, infos, journal)
-    run_info["tolerances"] = tolerances_as_dict(setup.tolerances)
-    run_info["onnx_graphs"] = {name: graph.record() for name, graph in setup.foreign.items()}
-    run_info["verdicts"] = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
+    verdicts = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
+    run_info = _run_info(setup, reader, totals, engine, journal, verdicts, wall_s)
     return metrics, comparison, run_info
 
 
@@ -416,9 +408,7 @@ def score(
                 setup.bundle.tokenizer,
             )
             wall_s = _score_corpus(config, reader, journal, engine, outputs)
-            metrics, comparison, run_info = _tables(setup, reader, outputs, engine.infos, journal)
-            run_info["late_verification"] = engine.late_verification
-            run_info["engine"] = {**engine.description, "scoring_wall_s": round(wall_s, 3)}
+            metrics, comparison, run_info = _tables(setup, reader, outputs, engine, journal, wall_s)
             write_run_tables(out, metrics=metrics, comparison=comparison, examples=outputs.examples,
                              flips=outputs.flips, rejected=rejected.flush(), run_info=run_info)  # fmt: skip
         page = report(out) if report else None  # while the run still holds its directory

@@ -8,17 +8,19 @@ same dtype, so a table survives the CSV round trip unchanged.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from lucid_eval.harness.run_info import RunInfo
 
 # Column kinds: "str" (missing -> ""), "float" (missing -> NaN),
 # "int" (nullable Int64, missing -> <NA>), "bool" (no missing values allowed).
@@ -171,7 +173,7 @@ class RunTables:
     """Everything a run directory holds, as typed DataFrames plus run.json."""
 
     run_dir: Path
-    run_info: dict[str, Any]
+    run_info: RunInfo
     metrics: pd.DataFrame
     comparison: pd.DataFrame
     examples: pd.DataFrame
@@ -337,7 +339,7 @@ def write_run_tables(
     examples: pd.DataFrame | TableStream,
     flips: pd.DataFrame | TableStream,
     rejected: pd.DataFrame | TableStream | None,
-    run_info: dict[str, Any],
+    run_info: RunInfo,
     examples_format: Literal["csv", "parquet"] = "csv",
 ) -> None:
     """Write every table of a run (each file atomically) and run.json.
@@ -363,8 +365,7 @@ def write_run_tables(
     else:
         _write_table(root, examples, "examples")
         (root / "examples.parquet").unlink(missing_ok=True)
-    text = json.dumps(run_info, indent=2, ensure_ascii=False, default=str)
-    atomic_write_text(root / RUN_INFO_FILE, text + "\n")
+    run_info.save(root)
 
 
 def load_run(run_dir: str | os.PathLike[str], *, report_only: bool = False) -> RunTables:
@@ -373,12 +374,14 @@ def load_run(run_dir: str | os.PathLike[str], *, report_only: bool = False) -> R
     With `report_only`, examples holds only what the report draws (REPORT_EXAMPLE_COLUMNS of the
     runtimes compared with the reference), read in chunks: a report of a million-pair run then
     needs little memory."""
+    from lucid_eval.harness.run_info import RunInfo  # it writes run.json with this module's atomic_write_text
+
     root = Path(run_dir)
     for required in (RUN_INFO_FILE, "metrics.csv"):
         if not (root / required).is_file():
             raise FileNotFoundError(f"{root} is not a lucid-eval run directory: {required} is missing")
-    run_info = json.loads((root / RUN_INFO_FILE).read_text(encoding="utf-8"))
-    examples = _report_examples(root, run_info.get("reference")) if report_only else load_table(root, "examples")
+    run_info = RunInfo.load(root)
+    examples = _report_examples(root, run_info.reference) if report_only else load_table(root, "examples")
     return RunTables(
         run_dir=root,
         run_info=run_info,

@@ -1,5 +1,6 @@
 """Run tables on disk and the self-contained HTML report; never imports torch or onnxruntime."""
 
+from lucid_eval.harness.run_info import RunInfo  # run.json, the run's provenance, settings and counts
 from lucid_eval.harness.tables import (  # the run tables the report reads
     COMPARISON_SCHEMA,
     EXAMPLES_SCHEMA,
@@ -21,6 +22,7 @@ __all__ = [
     "FLIPS_SCHEMA",
     "METRICS_SCHEMA",
     "REJECTED_SCHEMA",
+    "RunInfo",
     "RunTables",
     "atomic_write_text",
     "build_report",

@@ -22,6 +22,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from lucid_eval import __version__
+from lucid_eval.harness.run_info import RunInfo
 from lucid_eval.harness.tables import REPORT_FILE, RunTables, atomic_write_text, load_run
 from lucid_eval.reports.plots import accuracy_figure, logit_diff_figure, throughput_figure
 from lucid_eval.verdict import VERDICT_HELP, Verdict
@@ -112,11 +113,10 @@ def _interval(lo: Any, hi: Any) -> str:
     return "" if _missing(lo) or _missing(hi) else f"{_pct(lo)} – {_pct(hi)}"
 
 
-def _summary(info: dict[str, Any], reference: str | None) -> dict[str, Any]:
-    corpus = info.get("corpus") or {}
-    export = info.get("export") or {}
-    counts = info.get("counts") or {}
-    checkpoint = info.get("checkpoint") or {}
+def _summary(info: RunInfo, reference: str | None) -> dict[str, Any]:
+    corpus, counts = info.corpus, info.counts
+    export = info.export or {}
+    checkpoint = info.checkpoint or {}
     graphs = [
         (
             f"ONNX graph {name}",
@@ -127,41 +127,38 @@ def _summary(info: dict[str, Any], reference: str | None) -> dict[str, Any]:
             + ("" if g.get("nsp_output") else " · no NSP head")
             + "".join(f" · warning: {w}" for w in g.get("warnings") or []),
         )
-        for name, g in (info.get("onnx_graphs") or {}).items()
+        for name, g in info.onnx_graphs.items()
     ]
     rows = [
-        ("Command", info.get("command")),
-        ("Corpus", corpus.get("path")),
-        ("Corpus sha256", corpus.get("sha256")),
-        ("Corpus format", corpus.get("format")),
+        ("Command", info.command),
+        ("Corpus", corpus.path),
+        ("Corpus sha256", corpus.sha256),
+        ("Corpus format", corpus.format),
         ("Export", export.get("dir")),
         ("Export manifest sha256", export.get("manifest_sha256")),
         ("Reference checkpoint", checkpoint.get("path")),
         ("Reference checkpoint sha256", checkpoint.get("sha256")),
         *graphs,
         ("Reference runtime", reference),
-        ("Runtimes", ", ".join(map(str, info.get("runtimes") or []))),
-        ("Seed", info.get("seed")),
+        ("Runtimes", ", ".join(map(str, info.runtimes))),
+        ("Seed", info.seed),
         (
             "Tolerances",
-            "; ".join(
-                f"{p}: " + ", ".join(f"{k} {v}" for k, v in t.items())
-                for p, t in (info.get("tolerances") or {}).items()
-            ),
+            "; ".join(f"{p}: " + ", ".join(f"{k} {v}" for k, v in t.items()) for p, t in info.tolerances.items()),
         ),
         (
             "Verified before scoring",
-            "; ".join(f"{k}: {v.get('verdict')}" for k, v in (info.get("late_verification") or {}).items()),
+            "; ".join(f"{k}: {v.get('verdict')}" for k, v in info.late_verification.items()),
         ),
-        ("Max length", info.get("max_length")),
-        ("Started", info.get("started")),
-        ("Finished", info.get("finished")),
+        ("Max length", info.max_length),
+        ("Started", info.started),
+        ("Finished", info.finished),
     ]
     return {
         "rows": [(k, DASH if v in (None, "") else shown(v, TEXT_CHARS)) for k, v in rows],
-        "counts": [(k, shown(counts.get(k, DASH), NAME_CHARS)) for k in ("read", "scored", "truncated", "rejected")],
-        "versions": [(shown(k, NAME_CHARS), shown(v, REASON_CHARS)) for k, v in (info.get("versions") or {}).items()],
-        "host": [(shown(k, NAME_CHARS), shown(v, REASON_CHARS)) for k, v in (info.get("host") or {}).items()],
+        "counts": [(k, shown(getattr(counts, k), NAME_CHARS)) for k in ("read", "scored", "truncated", "rejected")],
+        "versions": [(shown(k, NAME_CHARS), shown(v, REASON_CHARS)) for k, v in info.versions.items()],
+        "host": [(shown(k, NAME_CHARS), shown(v, REASON_CHARS)) for k, v in info.host.items()],
     }
 
 
@@ -361,7 +358,7 @@ def _rejected(rejected: pd.DataFrame) -> dict[str, Any]:
 
 
 def _reference(run: RunTables) -> str | None:
-    ref = run.run_info.get("reference")
+    ref = run.run_info.reference
     if not ref and not run.comparison.empty:
         ref = run.comparison["reference"].iloc[0]
     return str(ref) if ref else None
@@ -375,7 +372,7 @@ def report_context(run: RunTables) -> dict[str, Any]:
     reference = _reference(run)
     shown_reference = shown(reference, NAME_CHARS) if reference else DASH
     comparison = _comparison_rows(run.comparison)
-    corpus = (run.run_info.get("corpus") or {}).get("path")
+    corpus = run.run_info.corpus.path
     plots = [
         (
             "Accuracy per runtime",

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lucid_eval import __version__
+from lucid_eval.harness.run_info import RunInfo
 from lucid_eval.harness.tables import LOCALIZE_DIR, atomic_write_text
 from lucid_eval.reports.html import _environment
 from lucid_eval.reports.plots import _GRID, _TEXT, _WIDTH_IN, figure_to_data_uri, plain, runtime_colors
@@ -214,7 +215,7 @@ STALE = """\
 """
 
 
-def run_localize_section(run_dir: str | os.PathLike[str], run_info: dict[str, Any]) -> Markup | None:
+def run_localize_section(run_dir: str | os.PathLike[str], run_info: RunInfo) -> Markup | None:
     """RUN_DIR/localize as a section of the run's report.html: None when there is none, a note instead
     when it cannot be read or was written for an earlier run in the same directory."""
     out = Path(run_dir) / RUN_FOLDER
@@ -223,7 +224,7 @@ def run_localize_section(run_dir: str | os.PathLike[str], run_info: dict[str, An
     try:
         table, info = load_localize(out)
         recorded = (info.get("run") or {}).get("started")
-        if recorded is not None and recorded != run_info.get("started"):
+        if recorded is not None and recorded != run_info.started:
             text = (
                 f"{RUN_FOLDER}/ localised the flips of an earlier run in this directory (started {recorded}); "
                 f"run lucid-eval localize --examples-from {run_dir} again"

@@ -1,11 +1,11 @@
 """`--columns` maps a corpus's own column names; a label column under another name is never ignored silently."""
 
 import csv
-import json
 
 from click.testing import CliRunner
 
 from lucid_eval.cli import main
+from lucid_eval.harness.run_info import RunInfo
 
 
 def write(path, n=8):
@@ -38,8 +38,8 @@ def test_columns_map_the_corpus_names(tiny_export, tmp_path):
         tiny_export, corpus, tmp_path / "run", "--columns", "text_a=sentence1,text_b=sentence2,nsp_label=label,id=idx"
     )
     assert result.exit_code == 0, result.output
-    info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["counts"]["scored"] == 8 and info["corpus"]["columns"]["nsp_label"] == "label"
+    info = RunInfo.load(tmp_path / "run")
+    assert info.counts.scored == 8 and info.corpus.columns["nsp_label"] == "label"
     assert "warning" not in result.output
 
 

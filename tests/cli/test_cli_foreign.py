@@ -1,6 +1,5 @@
 """`lucid-eval score --model CKPT --onnx GRAPH`: graphs exported elsewhere, judged against the checkpoint."""
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from lucid_eval.cli import main
 from lucid_eval.files import sha256_file
+from lucid_eval.harness.run_info import RunInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
@@ -63,12 +63,12 @@ def test_third_party_graphs_score_against_the_checkpoint(tmp_path, tiny_checkpoi
     assert "no head" in output and "ort-cpu:fill-mask" in output
     examples = pd.read_csv(out / "examples.csv", keep_default_na=False)
     assert (examples.loc[examples["runtime"] == "ort-cpu:fill-mask", "nsp_pred"] == "").all()
-    info = json.loads((out / "run.json").read_text())
-    assert info["export"] is None and info["checkpoint"]["path"] == str(tiny_checkpoint.resolve())
-    assert info["checkpoint"]["files"]["model.safetensors"] == sha256_file(tiny_checkpoint / "model.safetensors")
-    record = info["onnx_graphs"]["ort-cpu:fill-mask"]
+    info = RunInfo.load(out)
+    assert info.export is None and info.checkpoint["path"] == str(tiny_checkpoint.resolve())
+    assert info.checkpoint["files"]["model.safetensors"] == sha256_file(tiny_checkpoint / "model.safetensors")
+    record = info.onnx_graphs["ort-cpu:fill-mask"]
     assert record["sha256"] == sha256_file(graphs["masked_lm"]) and record["nsp_output"] is None
-    assert record["how"] == {"logits": "by name (logits)"} and info["runtimes"] == names
+    assert record["how"] == {"logits": "by name (logits)"} and info.runtimes == names
     page = (out / "report.html").read_text()
     assert "no head in this graph" in page and str(graphs["masked_lm"].resolve()) in page
 

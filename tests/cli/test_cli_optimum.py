@@ -3,7 +3,6 @@
 optimum-onnx pins transformers 4.57, so it lives in its own environment (the `optimum` extra;
 .ci/run makes one and runs `pytest -m optimum` there); elsewhere this test skips with the reason."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 
 from lucid_eval.cli import main
 from lucid_eval.files import sha256_file
+from lucid_eval.harness.run_info import RunInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 from _score_dummy import write_corpus  # noqa: E402
@@ -39,6 +39,6 @@ def test_an_optimum_fill_mask_graph_scores_end_to_end(tmp_path, tiny_checkpoint)
     comparison = pd.read_csv(tmp_path / "run" / "comparison.csv", keep_default_na=False).iloc[0]
     assert comparison["nsp_compared"] == 0 and "NSP is not in this graph" in comparison["verdict_reasons"]
     assert float(comparison["max_abs_mlm_logit_diff"]) <= 1e-4
-    graphs = json.loads((tmp_path / "run" / "run.json").read_text())["onnx_graphs"]
+    graphs = RunInfo.load(tmp_path / "run").onnx_graphs
     assert graphs["ort-cpu:model"]["sha256"] == sha256_file(graph) and graphs["ort-cpu:model"]["mlm_output"] == "logits"
     assert "no head" in result.output

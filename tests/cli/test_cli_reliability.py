@@ -1,14 +1,13 @@
 """Dirty corpora through `lucid-eval score`: counts reconcile, --on-error fail names the line,
 hopeless corpora are clear errors; pair truncation never crashes on arbitrary text."""
 
-import json
-
 import pandas as pd
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lucid_eval.cli import main
+from lucid_eval.harness.run_info import Counts, RunInfo
 
 GOOD = "The interpreter reads a line of input.\tIt then executes it.\t0\n"
 
@@ -48,8 +47,7 @@ def test_skip_scores_valid_rows_and_reconciles(tiny_export, tmp_path):
     assert list(rejected["line"]) == [3, 4, 5, 6]
     assert any("invalid UTF-8" in r for r in rejected["reason"])
     assert any("nsp_label must be 0 or 1" in r for r in rejected["reason"])
-    info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["counts"] == {"read": 8, "scored": 4, "truncated": 1, "rejected": 4}
+    assert RunInfo.load(tmp_path / "run").counts == Counts(read=8, scored=4, truncated=1, rejected=4)
     assert (pd.read_csv(tmp_path / "run" / "metrics.csv")["n_pairs"] == 4).all()
 
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from lucid_eval.cli import main
 from lucid_eval.data.pairs import split_sentences
+from lucid_eval.harness.run_info import RunInfo
 
 SCRIPT = "<script>document.body.setAttribute('data-pwned','yes')</script>"
 
@@ -58,8 +59,8 @@ def test_score_every_format(tiny_export, tmp_path, suffix):
     assert comparison.loc["ort-cpu", "verdict"] == "PASS"
     examples = pd.read_csv(run / "examples.csv")
     assert len(examples) == 3 * 60 and (metrics["n_pairs"] == 60).all()
-    info = json.loads((run / "run.json").read_text())
-    assert info["counts"]["read"] == info["counts"]["scored"] + info["counts"]["rejected"] == 60
+    counts = RunInfo.load(run).counts
+    assert counts.read == counts.scored + counts.rejected == 60
     assert "ort-cpu-int8" in result.output and "PASS" in result.output
 
 

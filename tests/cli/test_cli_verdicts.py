@@ -10,6 +10,7 @@ from test_cli_score import pairs, write_corpus
 
 from lucid_eval.cli import main
 from lucid_eval.export.sessions import cuda_provider_status
+from lucid_eval.harness.run_info import RunInfo
 from lucid_eval.verdict import EXIT_VERDICT
 
 
@@ -86,7 +87,7 @@ def test_unverified_graphs_are_verified_before_scoring(unverified_export, corpus
     result = score(unverified_export, corpus, tmp_path / "run", ["torch-cpu", "ort-cpu"])
     assert result.exit_code == 0, result.output
     assert "verifying the fused graphs on cpu before scoring (not verified at export)" in result.output
-    late = json.loads((tmp_path / "run" / "run.json").read_text())["late_verification"]
+    late = RunInfo.load(tmp_path / "run").late_verification
     assert (
         late["fused@cpu"]["verdict"] == "PASS" and late["fused@cpu"]["graphs"]["scoring"]["evidence"]["mlm"]["compared"]
     )
@@ -106,8 +107,8 @@ def test_tolerance_overrides_are_applied_recorded_and_shown(tiny_export, corpus,
     result = score(tiny_export, corpus, tmp_path / "run", ["torch-cpu", "ort-cpu-int8"],
                    "--tolerance", "int8.agreement_on=all", "--tolerance", "int8.agreement=0.5")  # fmt: skip
     assert result.exit_code == 0, result.output
-    info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["tolerances"]["int8"]["agreement"] == 0.5 and info["tolerances"]["int8"]["agreement_on"] == "all"
+    tolerances = RunInfo.load(tmp_path / "run").tolerances
+    assert tolerances["int8"]["agreement"] == 0.5 and tolerances["int8"]["agreement_on"] == "all"
     row = pd.read_csv(tmp_path / "run" / "comparison.csv", keep_default_na=False).iloc[0]
     assert (
         row["tol_agreement"] == 0.5

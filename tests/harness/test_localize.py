@@ -9,6 +9,7 @@ import math
 import pydoc_data.topics
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from lucid_eval.harness.localize import (
     measure,
     runtime_table,
 )
-from lucid_eval.harness.localize_select import OUT_FOLDER
+from lucid_eval.harness.localize_select import OUT_FOLDER, flipped_examples
 from lucid_eval.harness.masking import encode_chunk
+from lucid_eval.harness.run_info import CorpusInfo, Counts, RunInfo
 from lucid_eval.models.model import BERTForPreTraining
 from lucid_eval.reports.localize import RUN_FOLDER, build_localize_report
 from lucid_eval.tolerances import tolerance_for
@@ -129,17 +131,41 @@ def test_fp16_graph_values_are_cast_before_comparing(inputs, tiny_export):
     assert (table["rel_err"] < 1e-2).all() and (table["cosine"] > 0.999).all()
 
 
+def save_run_info(run_dir: Path, corpus: Path, **fields) -> RunInfo:
+    """A score run's run.json in `run_dir`, with `fields` set (the rest: a plain run of `corpus`)."""
+    info = RunInfo(**{
+        "seed": 0, "max_length": 128, "corpus": CorpusInfo(path=str(corpus), sha256=sha256_file(corpus)),
+        "reference": "torch-cpu",
+        "runtimes": ["torch-cpu", "ort-cpu-int8"], "counts": Counts(read=40, scored=40, rejected=0),
+        "versions": {"lucid_eval": "0.1.0"}, "started": "2026-01-02T03:04:05Z", "finished": "2026-01-02T03:04:09Z",
+        **fields,
+    })  # fmt: skip
+    info.save(run_dir)
+    return info
+
+
 def test_flipped_examples_localise_with_the_runs_settings(tiny_export, corpus, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     pd.DataFrame({"runtime": ["ort-cpu-int8"] * 3, "id": ["p7", "p3", "p7"]}).to_csv(run_dir / "flips.csv", index=False)
-    (run_dir / "run.json").write_text(json.dumps({"seed": 5, "max_length": 64, "mlm_probability": 0.15}))
+    save_run_info(run_dir, corpus, seed=5, max_length=64, mlm_probability=0.15)
     result = run(tiny_export, corpus, tmp_path / "out", runtimes=["ort-cpu"], examples_from=run_dir, n_pairs=None)
     assert result.info["examples"] == ["p7", "p3"] and result.info["pairs"] == 2
     assert (result.info["seed"], result.info["max_length"]) == (5, 64)
     with pytest.raises(LocalizeError, match="1 of 2 ids are not in"):
         run(tiny_export, corpus, tmp_path / "other", runtimes=["ort-cpu"], examples=("p1", "nope"), n_pairs=None)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_run_json_that_is_not_a_runs_is_refused_not_guessed_around(tmp_path):
+    """Its seed and corpus would otherwise silently become the defaults: other masks, other pairs."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    pd.DataFrame({"runtime": ["ort-cpu-int8"], "id": ["p7"]}).to_csv(run_dir / "flips.csv", index=False)
+    assert flipped_examples(run_dir).run is None  # no run.json: nothing recorded, nothing refused
+    (run_dir / "run.json").write_text(json.dumps({"seed": 5, "max_length": 64}))
+    with pytest.raises(LocalizeError, match="is not a lucid-eval run.json"):
+        flipped_examples(run_dir / "flips.csv")
 
 
 def test_refuses_a_directory_it_did_not_write(tiny_export, corpus, tmp_path):
@@ -243,12 +269,8 @@ def test_examples_from_a_run_take_its_corpus_model_graphs_and_folder(tiny_checkp
     flips.to_csv(run_dir / "flips.csv", index=False)
     records = {name: {"path": str(graphs[kind].resolve()), "sha256": sha256_file(graphs[kind])}
                for kind, name in FOREIGN.items()}  # fmt: skip
-    run = {
-        "seed": 3, "max_length": 64, "mlm_probability": 0.15, "started": "2026-01-02T03:04:05Z",
-        "corpus": {"path": str(corpus), "sha256": sha256_file(corpus)},
-        "export": None, "checkpoint": {"path": str(tiny_checkpoint), "sha256": "0" * 64}, "onnx_graphs": records,
-    }  # fmt: skip
-    (run_dir / "run.json").write_text(json.dumps(run))
+    run = save_run_info(run_dir, corpus, seed=3, max_length=64, onnx_graphs=records,
+                        checkpoint={"path": str(tiny_checkpoint), "sha256": "0" * 64})  # fmt: skip
     lines = []
     result = localize(LocalizeConfig(examples_from=run_dir, threads=1), echo=lines.append)
     assert result.out_dir == run_dir / OUT_FOLDER and OUT_FOLDER == RUN_FOLDER  # where the run's report looks
@@ -261,5 +283,5 @@ def test_examples_from_a_run_take_its_corpus_model_graphs_and_folder(tiny_checkp
     elsewhere = localize(LocalizeConfig(examples_from=run_dir, out_dir=tmp_path / "elsewhere", threads=1))
     assert elsewhere.run_dir is None  # not the run's folder: its report is left alone
     with pytest.raises(LocalizeError, match="give --corpus FILE"):
-        (run_dir / "run.json").write_text(json.dumps({**run, "corpus": {"path": str(tmp_path / "gone.tsv")}}))
+        replace(run, corpus=CorpusInfo(path=str(tmp_path / "gone.tsv"))).save(run_dir)
         localize(LocalizeConfig(examples_from=run_dir, threads=1))

@@ -3,7 +3,6 @@ every example scored exactly once when a worker dies mid-run (Ray retries) or fo
 
 One local Ray instance (2 CPUs) serves the module; tests needing it skip without the ray extra."""
 
-import json
 import sys
 import threading
 import time
@@ -17,8 +16,11 @@ from click.testing import CliRunner
 
 from lucid_eval.cli import main
 from lucid_eval.harness import RunError, ScoreConfig, score
+from lucid_eval.harness.corpus import CorpusReader
 from lucid_eval.harness.journal import JOURNAL_DIR
-from lucid_eval.harness.ray_engine import RayUnavailable
+from lucid_eval.harness.ray_engine import RayEngine, RayUnavailable, WorkerSpec
+from lucid_eval.harness.run_info import RunInfo
+from lucid_eval.harness.scoring import Chunk
 
 N = 96
 RUNTIMES = ["ref", "noisy"]
@@ -69,8 +71,8 @@ def read(out: Path, name: str) -> pd.DataFrame:
 
 def assert_exactly_once(out: Path) -> None:
     """Each scored pair is in examples.csv once per runtime, and read = scored + rejected."""
-    counts = json.loads((out / "run.json").read_text())["counts"]
-    assert counts["read"] == counts["scored"] + counts["rejected"] == N + 2
+    counts = RunInfo.load(out).counts
+    assert counts.read == counts.scored + counts.rejected == N + 2
     examples = read(out, "examples.csv")
     assert not examples.duplicated(["runtime", "index"]).any()
     assert examples.groupby("runtime").size().tolist() == [N] * len(RUNTIMES)
@@ -79,7 +81,7 @@ def assert_exactly_once(out: Path) -> None:
 def assert_same_tables(a: Path, b: Path) -> None:
     for name in TABLES:
         pd.testing.assert_frame_equal(read(a, name), read(b, name), obj=name)
-    counts = [json.loads((d / "run.json").read_text())["counts"] for d in (a, b)]
+    counts = [RunInfo.load(d).counts for d in (a, b)]
     assert counts[0] == counts[1]
 
 
@@ -110,9 +112,21 @@ def test_same_tables_as_the_local_engine_on_real_runtimes(ray, tiny_export, corp
     assert local.verdicts == remote.verdicts
     for name in ("comparison.csv", "examples.csv", "flips.csv", "rejected.csv"):
         pd.testing.assert_frame_equal(read(tmp_path / "ray", name), read(tmp_path / "local", name), obj=name)
-    engine = remote.run_info["engine"]
+    engine = remote.run_info.engine
     assert engine["name"] == "ray" and engine["workers"] == 2 and engine["threads_per_worker"] == 1
-    assert remote.run_info["runtime_info"] == local.run_info["runtime_info"]  # the same providers, checked per actor
+    assert remote.run_info.runtime_info == local.run_info.runtime_info  # the same providers, checked per actor
+
+
+def test_results_are_copied_out_of_the_object_store(ray, bundle, corpus, tmp_path) -> None:
+    """ray.get gives read-only views of the stored object: one kept by the run (the batch timings
+    are) would pin its whole chunk in Ray's shared memory until the run ends."""
+    make = factory(bundle.config.vocab_size, **KINDS)
+    spec = WorkerSpec.of(config(corpus, tmp_path, RUNTIMES, engine="ray", workers=1), RUNTIMES, {}, bundle, True, make)
+    chunks = [Chunk(k, records) for k, records in enumerate(CorpusReader(corpus).chunks(16))][:3]
+    with RayEngine.start(spec, None, verify=False, echo=lambda line: None) as engine:
+        got = list(engine.scored(chunks, lambda k, scores: None, lambda: False, lambda n: None))
+    arrays = [a for s in got for fields in [s.shared, *s.runtimes.values()] for a in fields.values()]
+    assert len(got) == 3 and all(a.flags.writeable and a.base is None for a in arrays)
 
 
 @pytest.mark.slow  # Ray restarts a worker: seconds each; CI runs it in the slow step
@@ -126,6 +140,7 @@ def test_a_worker_that_crashes_is_restarted_and_its_chunk_retried(ray, baseline,
     assert_same_tables(baseline.out_dir, result.out_dir)
 
 
+@pytest.mark.slow  # Ray restarts the killed worker: seconds; CI runs it in the slow step
 def test_a_worker_killed_with_ray_kill_mid_run_loses_nothing(ray, baseline, bundle, corpus, tmp_path) -> None:
     out = tmp_path / "out"
     killed: list[str] = []

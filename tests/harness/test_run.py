@@ -15,6 +15,7 @@ from _score_dummy import TIMING_COLUMNS, FaultAtBatch, config, factory, make_bun
 from lucid_eval.harness import RunError, RunInterrupted, score
 from lucid_eval.harness.corpus import CorpusReader
 from lucid_eval.harness.journal import JOURNAL_DIR, JOURNAL_FILE, LOCK_FILE
+from lucid_eval.harness.run_info import Counts, RunInfo
 from lucid_eval.reports import build_report
 from lucid_eval.runtimes.dummy import DummyRuntime
 
@@ -52,18 +53,19 @@ def read(out: Path, name: str) -> pd.DataFrame:
 def assert_same_outputs(a: Path, b: Path) -> None:
     for name in ("metrics.csv", "comparison.csv", "examples.csv", "flips.csv", "rejected.csv"):
         pd.testing.assert_frame_equal(read(a, name), read(b, name), obj=name)
-    counts = [json.loads((d / "run.json").read_text())["counts"] for d in (a, b)]
+    counts = [RunInfo.load(d).counts for d in (a, b)]
     assert counts[0] == counts[1]
 
 
 def test_run_writes_reconciled_tables_and_report(baseline, bundle, corpus) -> None:
     out = baseline.out_dir
-    info = json.loads((out / "run.json").read_text())
+    info = RunInfo.load(out)
+    assert info == baseline.run_info
     too_long = sum(len(bundle.tokenizer.encode(r.text_a, r.text_b)) > 64 for r in CorpusReader(corpus))  # max_length 64
-    assert info["counts"] == {"read": N + 2, "scored": N, "truncated": too_long, "rejected": 2}
-    assert info["reference"] == "ref" and info["runtimes"] == RUNTIMES and info["seed"] == 0
-    assert info["corpus"]["format"] == "tsv" and len(info["corpus"]["sha256"]) == 64
-    assert {"platform", "cpu_count"} <= set(info["host"]) and info["started"] <= info["finished"]
+    assert info.counts == Counts(read=N + 2, scored=N, truncated=too_long, rejected=2)
+    assert info.reference == "ref" and info.runtimes == RUNTIMES and info.seed == 0
+    assert info.corpus.format == "tsv" and len(info.corpus.sha256) == 64
+    assert {"platform", "cpu_count"} <= set(info.host) and info.started <= info.finished
     assert len(read(out, "rejected.csv")) == 2 and (out / "report.html").stat().st_size > 0
     assert len(baseline.examples) == 2 * N and list(baseline.metrics["runtime"]) == RUNTIMES
     assert baseline.metrics["n_nsp"].tolist() == [N, N] and not (out / LOCK_FILE).exists()
@@ -150,5 +152,5 @@ def test_every_rejected_row_reaches_rejected_csv(bundle, tmp_path, monkeypatch) 
     monkeypatch.setattr(corpus_module, "KEPT_REJECTED", 2)
     bad = write_corpus(tmp_path / "bad.tsv", 12, bad_rows=7)
     result = run(bundle, bad, tmp_path / "out")
-    assert result.run_info["counts"]["rejected"] == 7 and len(result.rejected) == 7
+    assert result.run_info.counts.rejected == 7 and len(result.rejected) == 7
     assert len(read(result.out_dir, "rejected.csv")) == 7

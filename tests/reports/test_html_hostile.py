@@ -5,6 +5,7 @@ with the corpus; the CSVs keep everything.
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -69,8 +70,9 @@ def test_huge_bad_label_is_truncated_on_the_page_and_whole_in_the_csv(tmp_path: 
 def test_bidi_override_in_corpus_path_is_shown_escaped_and_isolated(tmp_path: Path) -> None:
     path = "/data/invoice_\u202elsnoj.exe"
     frames = synthetic_run()
-    frames["run_info"] = {**frames["run_info"], "corpus": {**frames["run_info"]["corpus"], "path": path},
-                          "command": f"lucid-eval score --corpus {path} --runtime torch-cpu"}  # fmt: skip
+    info = frames["run_info"]
+    frames["run_info"] = replace(info, corpus=replace(info.corpus, path=path),
+                                 command=f"lucid-eval score --corpus {path} --runtime torch-cpu")  # fmt: skip
     frames["flips"].loc[1, "label"] = "\u2067mat\u2069"
     html = _report(tmp_path, frames)
     for control in ("\u202e", "\u2067", "\u2069"):
@@ -80,7 +82,7 @@ def test_bidi_override_in_corpus_path_is_shown_escaped_and_isolated(tmp_path: Pa
     assert f"<td><bdi>{visible}</bdi></td>" in html
     assert r"<title>lucid-eval report — invoice_\u202elsnoj.exe</title>" in html
     assert r'<td class="tok"><bdi>\u2067mat\u2069</bdi></td>' in html
-    assert load_run(tmp_path).run_info["corpus"]["path"] == path
+    assert load_run(tmp_path).run_info.corpus.path == path
 
 
 def test_100k_distinct_rejected_rows_keep_the_report_small(tmp_path: Path) -> None:
