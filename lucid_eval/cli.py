@@ -9,8 +9,7 @@ from typing import Any
 import click
 
 from lucid_eval import __version__
-
-VARIANT_NAMES = ("fp32", "fused", "int8", "fp16")
+from lucid_eval.export.manifest import DEFAULT_VARIANTS, VARIANTS
 
 
 class LucidGroup(click.Group):
@@ -92,7 +91,13 @@ def main() -> None:
 )
 @click.option("--force", is_flag=True, help="Replace the export in OUT (kept until the new one has verified).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 20), help="ONNX opset.")
-@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANT_NAMES), help="Repeatable; default all.")
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(VARIANTS),
+    help=f"Repeatable; default {', '.join(DEFAULT_VARIANTS)} (int8-static only when asked for).",
+)
 @click.option(
     "--verify-pairs",
     default=1000,
@@ -111,7 +116,7 @@ def export(model: str, out: Path, force: bool, opset: int, variants: tuple[str, 
     from lucid_eval.tolerances import parse_overrides
     from lucid_eval.verdict import exit_code
 
-    config = ExportConfig(model=Path(model), out=out, opset=opset, variants=variants or VARIANT_NAMES, force=force,
+    config = ExportConfig(model=Path(model), out=out, opset=opset, variants=variants or DEFAULT_VARIANTS, force=force,
                           verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances))  # fmt: skip
     try:
         manifest = export_model(config)

@@ -23,7 +23,7 @@ from lucid_eval.bench.measure import (
     run_isolated,
 )
 
-DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8")
+DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8", "ort-cpu-int8-static")
 
 
 @dataclass
@@ -52,18 +52,22 @@ def _cpu_name() -> str:
 
 
 def prepare_export(config: BenchConfig) -> Path:
-    """Export the model into OUT/export once; a verified export of the same source is reused."""
+    """Export the model into OUT/export-NAME with the variants the runtimes need; a verified export
+    of the same source with those variants is reused, an older one of ours replaced."""
     from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
+    from lucid_eval.runtimes import spec
     from lucid_eval.train.named import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(config.model, config.out / "models").resolve()
     export_dir = config.out / f"export-{checkpoint.name}"
+    variants = tuple(dict.fromkeys(spec(r).variant for r in config.runtimes if spec(r).backend == "ort"))
     try:
-        if ExportBundle.load(export_dir).manifest.source_checkpoint == str(checkpoint):
+        manifest = ExportBundle.load(export_dir).manifest
+        if manifest.source_checkpoint == str(checkpoint) and set(variants) <= set(manifest.variants):
             return export_dir
     except ExportError:
         pass
-    export_model(ExportConfig(model=checkpoint, out=export_dir, variants=("fp32", "fused", "int8")))
+    export_model(ExportConfig(model=checkpoint, out=export_dir, variants=variants or ("fp32",), force=True))
     return export_dir
 
 

@@ -23,7 +23,8 @@ from lucid_eval.verdict import Verdict
 
 MANIFEST = "manifest.json"
 CHECKPOINT_DIR = "checkpoint"
-VARIANTS = ("fp32", "fused", "int8", "fp16")
+VARIANTS = ("fp32", "fused", "int8", "fp16", "int8-static")
+DEFAULT_VARIANTS = VARIANTS[:4]  # int8-static is opt-in: calibration costs export time and it is not faster here
 GRAPHS = ("full", "scoring")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _VERDICTS = {v.value for v in Verdict}

@@ -23,6 +23,7 @@ from lucid_eval.export.bundle import ExportBundle
 from lucid_eval.export.graphs import export_onnx
 from lucid_eval.export.manifest import (
     CHECKPOINT_DIR,
+    DEFAULT_VARIANTS,
     GRAPHS,
     MANIFEST,
     VARIANTS,
@@ -34,8 +35,8 @@ from lucid_eval.export.manifest import (
     graph_paths,
     is_export_dir,
 )
-from lucid_eval.export.transforms import INT8_OP_TYPES, fp16_all, fuse_all, quantize_all
-from lucid_eval.export.verify import ExportVerificationError, build_cases, verify_variants
+from lucid_eval.export.transforms import INT8_OP_TYPES, fp16_all, fuse_all, quantize_all, quantize_static_all
+from lucid_eval.export.verify import ExportVerificationError, build_cases, calibration_inputs, verify_variants
 from lucid_eval.files import sha256_file
 from lucid_eval.isolated import run_isolated
 from lucid_eval.locking import exclusive_lock
@@ -46,7 +47,7 @@ from lucid_eval.tolerances import TOLERANCES, Tolerances
 from lucid_eval.verdict import Verdict, not_verified, worst
 
 MIN_OPSET, MAX_OPSET = 14, 20  # torch.onnx.export (TorchScript) writes up to 20
-PRECISION = {"fp32": "fp32", "fused": "fp32", "int8": "int8", "fp16": "fp16"}
+PRECISION = {"fp32": "fp32", "fused": "fp32", "int8": "int8", "fp16": "fp16", "int8-static": "int8"}
 
 
 @dataclass
@@ -54,7 +55,7 @@ class ExportConfig:
     model: Path  # HF-format checkpoint dir with tokenizer files
     out: Path
     opset: int = 17
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     verify_max_length: int = 512
     verify_pairs: int = 1000  # short pairs beyond the three shape cases, so agreement can be judged
     tolerances: Tolerances = field(default_factory=lambda: dict(TOLERANCES))
@@ -164,7 +165,7 @@ def _export_into(
     model.save_pretrained(out / CHECKPOINT_DIR)
     tokenizer.save_pretrained(out)
     timings: dict[str, float] = {}
-    built, variants, quantize = _build_variants(out, model, config, timings)
+    built, variants, quantize = _build_variants(out, model, tokenizer, config, timings)
     steps = [name for name in built if name not in config.variants]  # fp32/fused built only towards another
     for name in steps:
         variants.pop(name)
@@ -185,7 +186,7 @@ def _export_into(
 
 
 def _build_variants(
-    out: Path, model: BERTForPreTraining, config: ExportConfig, timings: dict[str, float]
+    out: Path, model: BERTForPreTraining, tokenizer: BERTTokenizerFast, config: ExportConfig, timings: dict[str, float]
 ) -> tuple[dict[str, dict[str, Path]], dict[str, Variant], Callable[[tuple[str, ...]], dict[str, Any]]]:
     """Export fp32 and derive the other variants from it, each transform in a child process.
     Returns each variant's graph paths, its manifest entry, and how to (re)quantize int8."""
@@ -224,6 +225,12 @@ def _build_variants(
         )
     if "int8" in config.variants:
         step("int8", "quantize_int8", "int8", "cpu", lambda dst: {"quantization": quantize(INT8_OP_TYPES)})
+    if "int8-static" in config.variants:
+        length = min(config.verify_max_length, cfg.max_position_embeddings)
+        batches = calibration_inputs(tokenizer, length, cfg.vocab_size, config.verify_pairs)
+        static = partial(run_isolated, quantize_static_all, fp32)
+        args = (cfg.vocab_size, batches, config.int8_per_channel, config.int8_reduce_range)
+        step("int8-static", "quantize_int8_static", "int8", "cpu", lambda dst: {"quantization": static(dst, *args)})
     if "fp16" in config.variants:
         convert = partial(run_isolated, fp16_all, fp32)
         step(

@@ -77,10 +77,7 @@ def build_cases(
     `n_pairs` more pairs (disjoint sentences) in batches of PAIR_BATCH at up to 64 tokens."""
     rng = np.random.default_rng(seed)
     sents = _sentences()
-    need = 64 + 2 * n_pairs
-    if need > len(sents):
-        raise ValueError(f"verification pairs: at most {(len(sents) - 64) // 2} available, asked for {n_pairs}")
-    pick = rng.choice(len(sents), size=need, replace=False)
+    pick = _pick(rng, len(sents), n_pairs)
     pairs = [(sents[i], sents[j]) for i, j in zip(pick[:64:2], pick[1:64:2], strict=True)]
     long_a = " ".join(sents[k] for k in pick[:30])
     long_b = " ".join(sents[k] for k in pick[30:60])
@@ -97,6 +94,41 @@ def build_cases(
         name = f"pairs {start}-{start + len(chunk) - 1}"
         cases.append(_case(name, group, tokenizer, chunk, min(64, max_length), vocab_size, rng))
     return cases
+
+
+def _pick(rng: np.random.Generator, available: int, n_pairs: int) -> np.ndarray:
+    """The sentences verification uses, in order: 64 for the shape cases, then two per pair."""
+    need = 64 + 2 * n_pairs
+    if need > available:
+        raise ValueError(f"verification pairs: at most {(available - 64) // 2} available, asked for {n_pairs}")
+    return rng.choice(available, size=need, replace=False)
+
+
+def calibration_pairs(verify_pairs: int, seed: int = 0, n_pairs: int = 256) -> list[tuple[str, str]]:
+    """Up to `n_pairs` sentence pairs the verification (same seed, `verify_pairs`) does not use, so
+    a static int8 graph is not judged on the data its activation ranges were fitted to."""
+    sents = _sentences()
+    used = {sents[i] for i in _pick(np.random.default_rng(seed), len(sents), verify_pairs)}
+    free = [s for s in dict.fromkeys(sents) if s not in used]  # by text: the docs repeat some sentences
+    pairs = list(zip(free[0 : 2 * n_pairs : 2], free[1 : 2 * n_pairs : 2], strict=False))
+    if len(pairs) < PAIR_BATCH:
+        raise ValueError(f"static int8 calibration needs {PAIR_BATCH}+ pairs the verification does not use; "
+                         f"{len(pairs)} are left after {verify_pairs} verification pairs: lower --verify-pairs")  # fmt: skip
+    return pairs
+
+
+def calibration_inputs(
+    tokenizer: BERTTokenizerFast, max_length: int, vocab_size: int, verify_pairs: int, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """Scoring-graph inputs for static int8 calibration: `calibration_pairs` masked like the
+    verification's, in batches of PAIR_BATCH at up to 64 tokens."""
+    pairs, rng = calibration_pairs(verify_pairs, seed), np.random.default_rng(seed + 1)
+    return [
+        _case(
+            "calibration", "calibration", tokenizer, pairs[i : i + PAIR_BATCH], min(64, max_length), vocab_size, rng
+        ).inputs
+        for i in range(0, len(pairs), PAIR_BATCH)
+    ]
 
 
 @dataclass

@@ -31,6 +31,9 @@ SPECS = {
         RuntimeSpec("ort-cpu", "ort", "cpu", "fused", "fp32", "ONNX Runtime CPU EP, fused fp32 graph"),
         RuntimeSpec("ort-cpu-plain", "ort", "cpu", "fp32", "fp32", "ONNX Runtime CPU EP, unfused fp32 graph"),
         RuntimeSpec("ort-cpu-int8", "ort", "cpu", "int8", "int8", "ONNX Runtime CPU EP, dynamic int8 graph"),
+        RuntimeSpec(
+            "ort-cpu-int8-static", "ort", "cpu", "int8-static", "int8", "ONNX Runtime CPU EP, static int8 graph"
+        ),
         RuntimeSpec("ort-cuda", "ort", "cuda", "fused", "fp32", "ONNX Runtime CUDA EP, fused fp32, TF32 off"),
         RuntimeSpec("ort-cuda-fp16", "ort", "cuda", "fp16", "fp16", "ONNX Runtime CUDA EP, fp16 graph"),
     )

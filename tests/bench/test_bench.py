@@ -27,7 +27,7 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "bench.csv")
-    assert list(table["name"]) == ["baseline", "optimum", "torch-cpu", "ort-cpu", "ort-cpu-int8"]
+    assert list(table["name"]) == ["baseline", "optimum", "torch-cpu", "ort-cpu", "ort-cpu-int8", "ort-cpu-int8-static"]
     peer, table = table[table["name"] == "optimum"].iloc[0], table[table["name"] != "optimum"]
     if peer["implementation"].startswith("not installed"):  # the optimum extra lives in its own venv
         assert pd.isna(peer["pairs_per_second"]) and table["vs_optimum"].isna().all()

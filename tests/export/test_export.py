@@ -212,3 +212,27 @@ def test_the_tied_word_embedding_is_stored_once(tiny_export):
             graph = onnx.load(str(tiny_export / path)).graph
             shapes = [tuple(i.dims) for i in graph.initializer]
             assert shapes.count((vocab, hidden)) == 1 and (hidden, vocab) not in shapes, (variant, path)
+
+
+def test_static_int8_is_calibrated_on_pairs_the_verification_does_not_use(tiny_checkpoint, tmp_path):
+    from lucid_eval.export.verify import _pick, _sentences, calibration_inputs, calibration_pairs
+    from lucid_eval.runtimes import Batch, create_runtime
+
+    manifest = export_model(
+        ExportConfig(model=tiny_checkpoint, out=tmp_path / "e", variants=("int8-static",), verify_pairs=200)
+    )
+    static = manifest.variants["int8-static"]
+    assert static.precision == "int8" and static.verdict.value != "FAIL" and list(manifest.variants) == ["int8-static"]
+    assert static.quantization["calibration"]["method"] == "MinMax" and static.quantization["excluded_nodes"]
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "e" / static.graphs["scoring"])).graph.node}
+    assert "QLinearMatMul" in ops and "DynamicQuantizeLinear" not in ops  # static: no ranges computed at run time
+    assert not (tmp_path / "e" / "fp32").exists()
+    bundle = ExportBundle.load(tmp_path / "e")
+    sents = _sentences()
+    verified = {sents[i] for i in _pick(np.random.default_rng(0), len(sents), 200)}
+    calibrated = {s for pair in calibration_pairs(200) for s in pair}
+    assert len(calibrated) == 512 and not calibrated & verified
+    batches = calibration_inputs(bundle.tokenizer, 64, bundle.config.vocab_size, 200)
+    with create_runtime("ort-cpu-int8-static", bundle, threads=1) as runtime:
+        out = runtime.run(Batch(**batches[0]))
+        assert runtime.info().precision == "int8" and np.isfinite(out.mlm_logits).all()
