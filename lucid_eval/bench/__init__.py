@@ -15,13 +15,17 @@ from lucid_eval.bench.flops import useful_flops
 from lucid_eval.bench.measure import (
     BASELINE,
     OPTIMUM,
+    OVERHEAD_PAIRS,
+    OVERHEAD_RUNTIME,
     Job,
     corpus_lengths,
     matmul_job,
     measure,
     model_bytes,
     run_isolated,
+    suite_overhead,
 )
+from lucid_eval.reports.bench import overhead_line
 
 DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8", "ort-cpu-int8-static")
 
@@ -85,6 +89,9 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         row = rows[-1]
         echo(f"  {row['pairs'] / row['seconds']:.1f} pairs/s, peak RSS {row['peak_rss_mb']:.0f} MB" if row["pairs"]
              else f"  {row['implementation']}")  # fmt: skip
+    echo(f"measuring the suite's overhead: score + report on {OVERHEAD_PAIRS} pairs with {OVERHEAD_RUNTIME} ...")
+    overhead = run_isolated(suite_overhead, job)
+    echo(f"  {overhead_line(overhead)}")
     echo("measuring the fp32 matrix-multiply rate ...")
     rates = run_isolated(matmul_job, config.threads)
     matmul = max(rates.values())
@@ -114,6 +121,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "matmul_gflops_by_library": rates,
         "useful_gflop": flops / 1e9,
         "model_mb": model_bytes(export_dir) / 2**20,
+        "suite_overhead": overhead,
         "baseline": reference["implementation"],
         "host": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "command": config.command,

@@ -7,6 +7,7 @@ the baseline and our runtimes alike; the clock covers batching, the model and th
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -208,6 +209,46 @@ def _runtime(job: Job) -> Measurement:
     runtime.close()
     return _measurement(job.name, info.name, info.precision, ",".join(info.providers), info.threads or job.threads,
                         examples, totals, seconds)  # fmt: skip
+
+
+OVERHEAD_PAIRS = 1000
+OVERHEAD_RUNTIME = "ort-cpu"
+
+
+def suite_overhead(job: Job) -> dict[str, float]:
+    """`score` on OVERHEAD_PAIRS pairs (the bench corpus, cycled) on OVERHEAD_RUNTIME, then its
+    report: the seconds of each phase and the harness's share of the model's time, i.e. reading,
+    tokenising, masking, batching, journaling, tables and report over the runtime's own seconds."""
+    import tempfile
+
+    from lucid_eval.harness import ScoreConfig, score
+    from lucid_eval.harness.corpus import CorpusReader
+    from lucid_eval.reports.html import build_report
+
+    records = list(CorpusReader(job.corpus))
+    with tempfile.TemporaryDirectory(prefix="lucid-eval-overhead-") as tmp:
+        corpus = Path(tmp) / "pairs.jsonl"
+        with corpus.open("w", encoding="utf-8") as handle:
+            for i in range(OVERHEAD_PAIRS):
+                r = records[i % len(records)]
+                label = {} if r.nsp_label is None else {"nsp_label": r.nsp_label}
+                handle.write(json.dumps({"id": f"{r.id}-{i}", "text_a": r.text_a, "text_b": r.text_b, **label}) + "\n")
+        config = ScoreConfig(export_dir=Path(job.export_dir), corpus=corpus, runtimes=[OVERHEAD_RUNTIME], seed=job.seed,
+                             max_length=job.max_length, token_budget=job.token_budget, max_batch=job.max_batch,
+                             threads=job.threads, out_dir=Path(tmp) / "run", progress=False)  # fmt: skip
+        report_s: list[float] = []
+
+        def timed_report(out: Path) -> Path:
+            start = time.perf_counter()
+            page = build_report(out)
+            report_s.append(time.perf_counter() - start)
+            return page
+
+        result = score(config, report=timed_report)
+    seconds = {**result.run_info.engine["seconds"], "report": report_s[0]}
+    model = seconds.pop("model")
+    return {"pairs": OVERHEAD_PAIRS, "runtime": OVERHEAD_RUNTIME, "model_s": model,
+            **{f"{k}_s": v for k, v in seconds.items()}, "share": sum(seconds.values()) / model}  # fmt: skip
 
 
 def _measurement(

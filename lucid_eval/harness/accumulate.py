@@ -8,8 +8,12 @@ disagreement but never enters a loss or logit statistic.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -187,3 +191,33 @@ class RunTotals:
     @property
     def n_pairs(self) -> int:
         return self.runtimes[self.reference].n_pairs
+
+
+@dataclass
+class Clock:
+    """Where a run's scoring time goes, for run.json's engine.seconds: the runtimes' own time
+    (model; summed over workers with Ray), journaling and the tables the driver streams; `other`
+    is the rest of the wall clock: reading, tokenising, masking and batching on the local engine,
+    waiting for workers with Ray. `tables` (the final metrics) is added when they are built."""
+
+    start: float = field(default_factory=time.perf_counter)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("model", "journal", "tables"), 0.0))
+
+    @contextlib.contextmanager
+    def timing(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+    def add_model(self, scores: Scores) -> None:
+        self.seconds["model"] += sum(float(f["batch_ms"].sum()) for f in scores.runtimes.values()) / 1000
+
+    def record(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.start
+        other = wall - sum(self.seconds.values())
+        return {
+            "scoring_wall_s": round(wall, 3),
+            "seconds": {k: round(v, 3) for k, v in {**self.seconds, "other": other}.items()},
+        }

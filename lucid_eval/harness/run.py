@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from lucid_eval import __version__
 from lucid_eval.files import sha256_file
-from lucid_eval.harness.accumulate import RunTotals
+from lucid_eval.harness.accumulate import Clock, RunTotals
 from lucid_eval.harness.compare import (
     comparison_table,
     examples_table,
@@ -195,10 +195,16 @@ def _data_rows(path: str | Path, fmt: str) -> int:
 
 def _score_corpus(
     config: ScoreConfig, reader: CorpusReader, journal: Journal, engine: Engine, outputs: _Outputs
-) -> float:
+) -> Clock:
     """Every chunk, journaled ones loaded, the rest scored by `engine` and journaled as they finish;
-    each goes into `outputs` in corpus order and is dropped. Returns the wall-clock seconds taken."""
-    start = time.perf_counter()
+    each goes into `outputs` in corpus order and is dropped. Returns where the time went."""
+    clock = Clock()
+
+    def save(k: int, scores: Scores) -> None:
+        clock.add_model(scores)
+        with clock.timing("journal"):
+            journal.save(k, scores)
+
     total = _data_rows(config.corpus, reader.fmt) if config.progress else None
     progress = tqdm(total=total, unit="pair", desc="scoring", disable=not config.progress, dynamic_ncols=True)
     with progress as bar, stop_on_sigint() as stop:
@@ -212,13 +218,14 @@ def _score_corpus(
                 yield chunk
 
         try:
-            for scores in engine.scored(chunks(), journal.save, stop, bar.update):
-                outputs.add(scores)
+            for scores in engine.scored(chunks(), save, stop, bar.update):
+                with clock.timing("tables"):
+                    outputs.add(scores)
         except (KeyboardInterrupt, Stopped):
             raise _interrupted(journal) from None
         bar.total = bar.n  # the line count's estimate, corrected
         bar.refresh()
-    return time.perf_counter() - start
+    return clock
 
 
 def _model_info(config: ScoreConfig, bundle: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -237,7 +244,7 @@ def _run_info(
     engine: Engine,
     journal: Journal,
     verdicts: dict[str, str],
-    wall_s: float,
+    timing: dict[str, Any],
 ) -> RunInfo:
     """run.json: provenance, settings and row counts (read = scored + rejected)."""
     config, infos, stats = setup.config, engine.infos, reader.stats
@@ -274,7 +281,7 @@ def _run_info(
         onnx_graphs={name: graph.record() for name, graph in setup.foreign.items()},
         verdicts=verdicts,
         late_verification=engine.late_verification,
-        engine={**engine.description, "scoring_wall_s": round(wall_s, 3)},
+        engine={**engine.description, **timing},
     )
 
 
@@ -320,9 +327,11 @@ class _Setup:
 
 
 def _tables(
-    setup: _Setup, reader: CorpusReader, outputs: _Outputs, engine: Engine, journal: Journal, wall_s: float
+    setup: _Setup, reader: CorpusReader, outputs: _Outputs, engine: Engine, journal: Journal, clock: Clock
 ) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
     """metrics, comparison and run.json's content, from the run's totals."""
+    timing = clock.record()  # the scoring's wall clock ends here; the final tables count as tables
+    start = time.perf_counter()
     totals, stats, infos = outputs.totals, reader.stats, engine.infos
     if stats.read != stats.accepted + stats.rejected or stats.accepted != totals.n_pairs:
         raise AssertionError(f"row counts do not reconcile: {stats}, {totals.n_pairs} scored")
@@ -330,7 +339,8 @@ def _tables(
     comparison = comparison_table(totals, metrics, infos, setup.tolerances, reader.has_labels)
     metrics = with_verdicts(metrics, comparison)
     verdicts = dict(zip(metrics["runtime"], metrics["verdict"], strict=True))
-    run_info = _run_info(setup, reader, totals, engine, journal, verdicts, wall_s)
+    timing["seconds"]["tables"] = round(timing["seconds"]["tables"] + time.perf_counter() - start, 3)
+    run_info = _run_info(setup, reader, totals, engine, journal, verdicts, timing)
     return metrics, comparison, run_info
 
 
@@ -407,8 +417,8 @@ def score(
                 stack.enter_context(TableStream(out, "flips")),
                 setup.bundle.tokenizer,
             )
-            wall_s = _score_corpus(config, reader, journal, engine, outputs)
-            metrics, comparison, run_info = _tables(setup, reader, outputs, engine, journal, wall_s)
+            clock = _score_corpus(config, reader, journal, engine, outputs)
+            metrics, comparison, run_info = _tables(setup, reader, outputs, engine, journal, clock)
             write_run_tables(out, metrics=metrics, comparison=comparison, examples=outputs.examples,
                              flips=outputs.flips, rejected=rejected.flush(), run_info=run_info)  # fmt: skip
         page = report(out) if report else None  # while the run still holds its directory

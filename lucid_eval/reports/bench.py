@@ -79,7 +79,14 @@ def build_bench_report(out_dir: str | os.PathLike[str]) -> Path:
     html = (
         _environment()
         .get_template("bench.html.j2")
-        .render(version=__version__, info=info, header=list(SHOWN.values()), rows=rows, figure=bench_figure(table))
+        .render(
+            version=__version__,
+            info=info,
+            header=list(SHOWN.values()),
+            rows=rows,
+            figure=bench_figure(table),
+            overhead_line=overhead_line,
+        )
     )
     path = out / "bench.html"
     atomic_write_text(path, html)
@@ -98,6 +105,14 @@ def bench_markdown(header: list[str], rows: list[list[str]], info: dict) -> str:
         "|" + "---|" * len(header),
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
+        *([overhead_line(info["suite_overhead"]), ""] if info.get("suite_overhead") else []),
         f"Command: `{info['command']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def overhead_line(overhead: dict) -> str:
+    """The suite's own time (everything `score` and its report do besides the runtime) per model second."""
+    phases = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in overhead.items() if k.endswith("_s") and k != "model_s")
+    return (f"Suite overhead: `score` and its report on {overhead['pairs']} pairs with {overhead['runtime']} spend "
+            f"{overhead['share']:.1%} of the model's {overhead['model_s']:.2f} s besides it ({phases}).")  # fmt: skip

@@ -71,6 +71,10 @@ def test_run_writes_reconciled_tables_and_report(baseline, bundle, corpus) -> No
     assert baseline.metrics["n_nsp"].tolist() == [N, N] and not (out / LOCK_FILE).exists()
     assert (out / JOURNAL_DIR / JOURNAL_FILE).exists() and "ref" in baseline.summary()
     assert len(baseline.flips) > 0, "the noisy runtime must disagree somewhere for the resume checks to bite"
+    seconds = info.engine["seconds"]  # where the scoring time went: the model's own, and the harness's
+    assert set(seconds) == {"model", "journal", "tables", "other"} and min(seconds.values()) >= 0
+    model = (baseline.metrics["n_pairs"] / baseline.metrics["pairs_per_second"]).sum()
+    assert seconds["model"] == pytest.approx(model, rel=0.01, abs=0.001)
 
 
 def test_same_seed_reproduces_and_another_seed_masks_differently(baseline, bundle, corpus, tmp_path) -> None:
