@@ -22,6 +22,7 @@ from lucid_eval.bench.measure import (
     matmul_job,
     measure,
     model_bytes,
+    profile_job,
     run_isolated,
     suite_overhead,
 )
@@ -92,6 +93,12 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     echo(f"measuring the suite's overhead: score + report on {OVERHEAD_PAIRS} pairs with {OVERHEAD_RUNTIME} ...")
     overhead = run_isolated(suite_overhead, job)
     echo(f"  {overhead_line(overhead)}")
+    profile = {}
+    if "ort-cpu" in config.runtimes:
+        echo("profiling ort-cpu with ONNX Runtime's profiler ...")
+        profile = run_isolated(profile_job, Job(**{**job.__dict__, "name": "ort-cpu"}))
+        total = sum(profile.values())
+        echo("  " + ", ".join(f"{op} {s / total:.0%}" for op, s in list(profile.items())[:6]))
     echo("measuring the fp32 matrix-multiply rate ...")
     rates = run_isolated(matmul_job, config.threads)
     matmul = max(rates.values())
@@ -122,6 +129,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "useful_gflop": flops / 1e9,
         "model_mb": model_bytes(export_dir) / 2**20,
         "suite_overhead": overhead,
+        "ort_cpu_profile_s": profile,  # seconds per operator type of the fused fp32 graph
         "baseline": reference["implementation"],
         "host": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "command": config.command,

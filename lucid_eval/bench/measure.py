@@ -211,6 +211,35 @@ def _runtime(job: Job) -> Measurement:
                         examples, totals, seconds)  # fmt: skip
 
 
+def profile_job(job: Job) -> dict[str, float]:
+    """Seconds per ONNX Runtime operator type of `job.name`'s graph over the bench batches, from
+    ONNX Runtime's profiler (one warm-up batch left out): what the model's time goes to."""
+    import tempfile
+
+    from lucid_eval.export.sessions import make_session
+    from lucid_eval.harness.batching import iter_batches
+    from lucid_eval.runtimes import spec
+
+    bundle, examples = _examples(job)
+    graph = bundle.path / bundle.manifest.variants[spec(job.name).variant].graphs["scoring"]
+    batches = [b for _, b in iter_batches(examples, token_budget=job.token_budget, max_batch=job.max_batch,
+                                          max_length=job.max_length, pad_token_id=bundle.tokenizer.pad_token_id)]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="lucid-eval-profile-") as tmp:
+        session = make_session(graph, "cpu", threads=job.threads, profile_prefix=f"{tmp}/ort").session
+        for batch in batches[:1] + batches:
+            session.run(None, batch.inputs())
+        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    runs = [e for e in events if e.get("name") == "model_run"]
+    warm_up_end = runs[0]["ts"] + runs[0]["dur"]
+    seconds: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= warm_up_end:
+            op = e["args"]["op_name"]
+            seconds[op] = seconds.get(op, 0.0) + e["dur"] / 1e6
+    seconds["(between operators)"] = sum(r["dur"] for r in runs[1:]) / 1e6 - sum(seconds.values())
+    return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
+
+
 OVERHEAD_PAIRS = 1000
 OVERHEAD_RUNTIME = "ort-cpu"
 

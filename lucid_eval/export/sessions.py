@@ -48,8 +48,10 @@ def make_session(
     threads: int | None = None,
     allow_fallback: bool = False,
     optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    profile_prefix: str | None = None,
 ) -> SessionResult:
-    """An InferenceSession on `device` ('cpu' or 'cuda'), checked to really run there."""
+    """An InferenceSession on `device` ('cpu' or 'cuda'), checked to really run there; with
+    `profile_prefix`, ONNX Runtime's profiler writes PREFIX_*.json (session.end_profiling())."""
     wanted = PROVIDERS[device]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = optimization
@@ -57,6 +59,8 @@ def make_session(
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
     providers: list = [wanted]
     if device == "cuda":
         preload_cuda_libraries()

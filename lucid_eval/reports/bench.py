@@ -86,6 +86,7 @@ def build_bench_report(out_dir: str | os.PathLike[str]) -> Path:
             rows=rows,
             figure=bench_figure(table),
             overhead_line=overhead_line,
+            profile_line=profile_line,
         )
     )
     path = out / "bench.html"
@@ -106,6 +107,7 @@ def bench_markdown(header: list[str], rows: list[list[str]], info: dict) -> str:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
         *([overhead_line(info["suite_overhead"]), ""] if info.get("suite_overhead") else []),
+        *([profile_line(info["ort_cpu_profile_s"]), ""] if info.get("ort_cpu_profile_s") else []),
         f"Command: `{info['command']}`",
     ]
     return "\n".join(lines) + "\n"
@@ -116,3 +118,10 @@ def overhead_line(overhead: dict) -> str:
     phases = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in overhead.items() if k.endswith("_s") and k != "model_s")
     return (f"Suite overhead: `score` and its report on {overhead['pairs']} pairs with {overhead['runtime']} spend "
             f"{overhead['share']:.1%} of the model's {overhead['model_s']:.2f} s besides it ({phases}).")  # fmt: skip
+
+
+def profile_line(profile: dict[str, float]) -> str:
+    """ort-cpu's time per operator type, from ONNX Runtime's profiler, largest first."""
+    total = sum(profile.values())
+    shares = ", ".join(f"{op} {seconds / total:.1%}" for op, seconds in profile.items() if seconds / total >= 0.005)
+    return f"ort-cpu's time by operator (ONNX Runtime profiler, {total:.2f} s): {shares}."

@@ -44,4 +44,7 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     overhead = info["suite_overhead"]  # score + report on 1000 pairs: the harness's time per model second
     assert overhead["pairs"] == 1000 and overhead["model_s"] > 0 and overhead["share"] > 0
     assert "Suite overhead" in (out / "bench.md").read_text()
+    profile = info["ort_cpu_profile_s"]  # ONNX Runtime's profiler on ort-cpu's fused graph
+    assert {"Attention", "MatMul"} <= set(profile) and min(profile.values()) >= 0
+    assert "time by operator" in (out / "bench.md").read_text()
     assert "data:image/png;base64," in (out / "bench.html").read_text()
