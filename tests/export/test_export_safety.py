@@ -44,13 +44,13 @@ def test_a_directory_of_user_files_is_refused_and_untouched(tiny_checkpoint, tmp
 
 def test_an_export_is_replaced_only_with_force_and_whole(tiny_checkpoint, tmp_path):
     out = tmp_path / "e"
-    _export(tiny_checkpoint, out, variants=("fp32", "int8"))
+    _export(tiny_checkpoint, out, variants=("fp32", "fused"))
     before = _tree(out)
     with pytest.raises(ExportError, match="already holds a lucid-eval export; pass --force"):
         _export(tiny_checkpoint, out)
     assert _tree(out) == before
     manifest = _export(tiny_checkpoint, out, force=True)
-    assert list(manifest.variants) == ["fp32"] and not (out / "int8").exists()  # nothing stranded
+    assert list(manifest.variants) == ["fp32"] and not (out / "fused").exists()  # nothing stranded
     assert ExportBundle.load(out).variants == ["fp32"] and _siblings(out) == []
 
 

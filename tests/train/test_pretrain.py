@@ -40,6 +40,7 @@ def trained(tmp_path_factory, small_slice):
     return pretrain(small_slice, out, TINY, progress=False)
 
 
+@pytest.mark.slow  # a pretraining run: CI runs it in the slow step
 def test_checkpoint_loads_with_matching_tokenizer(trained):
     model = BERTForPreTraining.from_pretrained(trained.out_dir)
     tokenizer = BERTTokenizerFast.from_pretrained(trained.out_dir)
@@ -50,6 +51,7 @@ def test_checkpoint_loads_with_matching_tokenizer(trained):
     assert expected <= {p.name for p in trained.out_dir.iterdir()}
 
 
+@pytest.mark.slow  # a pretraining run: CI runs it in the slow step
 def test_training_log_has_curve_baseline_and_versions(trained):
     log = json.loads((trained.out_dir / "training_log.json").read_text())
     assert [p["step"] for p in log["curve"]] == [3, 6]
@@ -63,6 +65,7 @@ def test_training_log_has_curve_baseline_and_versions(trained):
     assert trained.final == log["final"]
 
 
+@pytest.mark.slow  # a pretraining run: CI runs it in the slow step
 def test_same_seed_same_weights(tmp_path, small_slice, trained):
     again = pretrain(small_slice, tmp_path / "again", TINY, progress=False)
     first, second = load_file(trained.out_dir / "model.safetensors"), load_file(again.out_dir / "model.safetensors")
@@ -71,6 +74,7 @@ def test_same_seed_same_weights(tmp_path, small_slice, trained):
     assert (trained.out_dir / "vocab.txt").read_text() == (again.out_dir / "vocab.txt").read_text()
 
 
+@pytest.mark.slow  # a pretraining run: CI runs it in the slow step
 def test_plain_text_corpus_path(tmp_path, small_slice):
     text = "\n\n".join(f"# {d.name}\n\n" + " ".join(d.sentences) for d in small_slice[:30])
     path = tmp_path / "corpus.txt"
