@@ -183,7 +183,7 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
     "runtimes",
     multiple=True,
     callback=_distinct,
-    help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8.",
+    help="Repeatable; default torch-cpu, ort-cpu, ort-cpu-int8, ort-cpu-int8-static.",
 )
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Measure the usual PyTorch loop.")
 @click.option(

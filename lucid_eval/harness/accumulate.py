@@ -198,7 +198,8 @@ class Clock:
     """Where a run's scoring time goes, for run.json's engine.seconds: the runtimes' own time
     (model; summed over workers with Ray), journaling and the tables the driver streams; `other`
     is the rest of the wall clock: reading, tokenising, masking and batching on the local engine,
-    waiting for workers with Ray. `tables` (the final metrics) is added when they are built."""
+    None where workers ran in parallel (their summed model time exceeds the wall clock). `tables`
+    (the final metrics) is added when they are built."""
 
     start: float = field(default_factory=time.perf_counter)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("model", "journal", "tables"), 0.0))
@@ -216,8 +217,12 @@ class Clock:
 
     def record(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.start
-        other = wall - sum(self.seconds.values())
+        rest = wall - sum(self.seconds.values())
+        other = rest if rest >= 0 else None  # None: workers ran in parallel, their summed time exceeds the wall
         return {
             "scoring_wall_s": round(wall, 3),
-            "seconds": {k: round(v, 3) for k, v in {**self.seconds, "other": other}.items()},
+            "seconds": {
+                **{k: round(v, 3) for k, v in self.seconds.items()},
+                "other": None if other is None else round(other, 3),
+            },
         }
