@@ -191,9 +191,12 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
 )
 @click.option("--threads", type=click.IntRange(1), help="Threads per runtime (default: all cores).")
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(5))
+@click.option("--token-budget", default=8192, show_default=True, type=click.IntRange(1),
+              help="Padded tokens per batch of our runtimes (as score's).")  # fmt: skip
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1), help="Pairs per batch at most.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, optimum: bool, threads: int | None,
-          max_length: int, out: Path) -> None:  # fmt: skip
+          max_length: int, token_budget: int, max_batch: int, out: Path) -> None:  # fmt: skip
     """Measure runtimes side by side against the usual PyTorch evaluation loop."""
     import shlex
     import sys
@@ -201,7 +204,8 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, o
     from lucid_eval.bench import DEFAULT_RUNTIMES, BenchConfig, run_bench
 
     config = BenchConfig(model=model, corpus=corpus, out=out, runtimes=runtimes or DEFAULT_RUNTIMES, baseline=baseline,
-                         optimum=optimum, max_length=max_length, command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
+                         optimum=optimum, max_length=max_length, token_budget=token_budget, max_batch=max_batch,
+                         command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
     if threads:
         config.threads = threads
     table = run_bench(config, echo=click.echo)
