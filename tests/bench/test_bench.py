@@ -48,3 +48,25 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     assert {"Attention", "MatMul"} <= set(profile) and min(profile.values()) >= 0
     assert "time by operator" in (out / "bench.md").read_text()
     assert "data:image/png;base64," in (out / "bench.html").read_text()
+
+
+def test_bench_passes_batch_shape_to_its_config(tmp_path, monkeypatch):
+    """--token-budget and --max-batch reach the measurement config (the bench itself is faked)."""
+    import lucid_eval.bench as bench
+
+    seen = {}
+
+    def fake(config, echo):
+        seen["config"] = config
+        columns = ["name", "pairs_per_second", "speedup", "vs_optimum", "mlm_loss", "mlm_accuracy", "nsp_accuracy",
+                   "roofline", "peak_rss_mb"]  # fmt: skip
+        return pd.DataFrame(columns=columns)
+
+    monkeypatch.setattr(bench, "run_bench", fake)
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("text_a\ttext_b\na\tb\n")
+    args = ["bench", "--model", "demo", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--token-budget", "2048",
+            "--max-batch", "16"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (seen["config"].token_budget, seen["config"].max_batch) == (2048, 16)
