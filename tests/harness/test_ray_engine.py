@@ -178,6 +178,7 @@ def test_a_worker_lost_for_good_stops_the_run_and_resume_finishes_it(ray, baseli
     assert_same_tables(baseline.out_dir, result.out_dir)
 
 
+@pytest.mark.slow  # a second Ray run of the module: CI runs it in the slow step
 def test_a_local_run_resumes_on_ray(ray, baseline, bundle, corpus, tmp_path) -> None:
     """The journal's chunks are the shards of both engines: a run may be resumed with the other one."""
     out, size = tmp_path / "out", bundle.config.vocab_size

@@ -2,6 +2,7 @@
 splits deterministically into disjoint train and held-out documents."""
 
 import json
+import pydoc_data.topics
 import random
 import sys
 
@@ -89,6 +90,7 @@ def test_plain_text_corpus_path(tmp_path, small_slice):
     assert result.log["corpus"]["train"]["documents"] + result.log["corpus"]["heldout"]["documents"] == 30
 
 
+@pytest.mark.slow  # reads the built-in corpus twice (~9 s each): the demo's training data
 def test_builtin_split_is_deterministic_and_disjoint(documents):
     assert len(documents) > 300 and all(len(d.sentences) >= 2 for d in documents)
     assert len({d.name for d in documents}) == len(documents)
@@ -104,6 +106,7 @@ def test_builtin_split_is_deterministic_and_disjoint(documents):
     assert not any(s in train_sentences for d in heldout for s in d.sentences)
 
 
+@pytest.mark.slow  # reads the built-in corpus (~9 s): the demo's data
 def test_heldout_pairs_file_reads_back(tmp_path):
     out = tmp_path / "heldout.tsv"
     assert write_heldout_pairs(out, n_pairs=50, seed=0) == 50
@@ -143,8 +146,8 @@ def test_segment_tokens_shortens_chunks_but_pairs_may_fill_max_length():
     assert max(short) <= 61 and max(short) > 29  # two long sentences still use every position
 
 
-def test_wordpiece_training_is_deterministic(documents):
-    texts = [" ".join(d.sentences) for d in documents[:20]]
+def test_wordpiece_training_is_deterministic():
+    texts = [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)[:60]]
     first, second = train_wordpiece(texts, 600), train_wordpiece(texts, 600)
     assert first.get_vocab() == second.get_vocab() and first.vocab_size == 600
     assert first.convert_ids_to_tokens(range(5)) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
