@@ -35,7 +35,14 @@ from lucid_eval.export.manifest import (
     graph_paths,
     is_export_dir,
 )
-from lucid_eval.export.transforms import INT8_OP_TYPES, fp16_all, fuse_all, quantize_all, quantize_static_all
+from lucid_eval.export.transforms import (
+    INT8_OP_TYPES,
+    convert_fp16,
+    each_graph,
+    fuse,
+    quantize_int8,
+    quantize_int8_static,
+)
 from lucid_eval.export.verify import ExportVerificationError, build_cases, calibration_inputs, verify_variants
 from lucid_eval.files import sha256_file
 from lucid_eval.isolated import run_isolated
@@ -203,8 +210,8 @@ def _build_variants(
         variants[name] = Variant(precision, device, graph_paths(name), **(result or {}))
 
     def quantize(op_types: tuple[str, ...]) -> dict[str, Any]:
-        return run_isolated(quantize_all, built["fused"], built["int8"], cfg.vocab_size,
-                            config.int8_per_channel, config.int8_reduce_range, op_types)  # fmt: skip
+        return run_isolated(each_graph, quantize_int8, built["fused"], built["int8"], cfg.vocab_size,
+                            config.int8_per_channel, config.int8_reduce_range, op_types)["scoring"]  # fmt: skip
 
     step(
         "fp32",
@@ -215,24 +222,30 @@ def _build_variants(
     )
     fp32, shape = built["fp32"], (cfg.num_attention_heads, cfg.hidden_size)
     if "fused" in config.variants or "int8" in config.variants:
-        fuse = partial(run_isolated, fuse_all, fp32)
+        fused = partial(run_isolated, each_graph, fuse, fp32)
         step(
             "fused",
             "fuse",
             "fp32",
             "cpu",
-            lambda dst: {"fusion": fuse(dst, *shape, cfg.num_hidden_layers, cfg.gelu_form)},
+            lambda dst: {"fusion": fused(dst, *shape, cfg.num_hidden_layers, cfg.gelu_form)},
         )
     if "int8" in config.variants:
         step("int8", "quantize_int8", "int8", "cpu", lambda dst: {"quantization": quantize(INT8_OP_TYPES)})
     if "int8-static" in config.variants:
         length = min(config.verify_max_length, cfg.max_position_embeddings)
         batches = calibration_inputs(tokenizer, length, cfg.vocab_size, config.verify_pairs)
-        static = partial(run_isolated, quantize_static_all, fp32)
+        static = partial(run_isolated, each_graph, quantize_int8_static, fp32)
         args = (cfg.vocab_size, batches, config.int8_per_channel, config.int8_reduce_range)
-        step("int8-static", "quantize_int8_static", "int8", "cpu", lambda dst: {"quantization": static(dst, *args)})
+        step(
+            "int8-static",
+            "quantize_int8_static",
+            "int8",
+            "cpu",
+            lambda dst: {"quantization": static(dst, *args)["scoring"]},
+        )
     if "fp16" in config.variants:
-        convert = partial(run_isolated, fp16_all, fp32)
+        convert = partial(run_isolated, each_graph, convert_fp16, fp32)
         step(
             "fp16",
             "convert_fp16",

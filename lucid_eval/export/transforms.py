@@ -7,6 +7,7 @@ memory they hold goes back to the OS, and a child that imported torch would spen
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,39 +254,9 @@ def _drop_duplicate_nodes(graph: onnx.GraphProto) -> None:
         graph.node.extend(keep)
 
 
-def fuse_all(
-    fp32: dict[str, Path], fused: dict[str, Path], heads: int, hidden: int, layers: int, gelu_form: str
+def each_graph(
+    transform: Callable[..., dict[str, Any]], src: dict[str, Path], dst: dict[str, Path], *args: Any
 ) -> dict[str, Any]:
-    return {g: fuse(fp32[g], fused[g], heads, hidden, layers, gelu_form) for g in GRAPHS}
-
-
-def quantize_all(
-    fused: dict[str, Path],
-    int8: dict[str, Path],
-    vocab_size: int,
-    per_channel: bool,
-    reduce_range: bool,
-    op_types: tuple[str, ...],
-) -> dict[str, Any]:
-    """Quantize both fused graphs into `int8`; the scoring graph's options go in the manifest."""
-    options = {g: quantize_int8(fused[g], int8[g], vocab_size, per_channel, reduce_range, op_types) for g in GRAPHS}
-    return options["scoring"]
-
-
-def fp16_all(fp32: dict[str, Path], fp16: dict[str, Path], heads: int, hidden: int, gelu_form: str) -> dict[str, Any]:
-    return {g: convert_fp16(fp32[g], fp16[g], heads, hidden, gelu_form) for g in GRAPHS}
-
-
-def quantize_static_all(
-    fp32: dict[str, Path],
-    dst: dict[str, Path],
-    vocab_size: int,
-    calibration: list[dict[str, np.ndarray]],
-    per_channel: bool,
-    reduce_range: bool,
-) -> dict[str, Any]:
-    """Static int8 of both plain graphs; the scoring graph's options go in the manifest."""
-    options = {
-        g: quantize_int8_static(fp32[g], dst[g], vocab_size, calibration, per_channel, reduce_range) for g in GRAPHS
-    }
-    return options["scoring"]
+    """`transform(src[g], dst[g], *args)` for the full and the scoring graph (one child process
+    runs both); the options each returned, by graph."""
+    return {g: transform(src[g], dst[g], *args) for g in GRAPHS}
