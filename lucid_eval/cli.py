@@ -72,6 +72,8 @@ def _distinct(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 
 
 TOLERANCE_HELP = "Repeatable PRECISION.FIELD=VALUE, e.g. int8.agreement=0.98 (fields: logit, agreement, loss, agreement_on, margin, confidence)."
+BATCH_DEFAULTS = "2048 when every runtime runs on the CPU, else 8192"  # harness.batching.default_batch_shape
+PAIR_DEFAULTS = "16 when every runtime runs on the CPU, else 64"
 STRICT_HELP = "Exit 3 on any verdict but PASS (INCONCLUSIVE, FALLBACK, NOT VERIFIED), not only on FAIL."
 
 
@@ -191,12 +193,12 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
 )
 @click.option("--threads", type=click.IntRange(1), help="Threads per runtime (default: all cores).")
 @click.option("--max-length", default=128, show_default=True, type=click.IntRange(5))
-@click.option("--token-budget", default=8192, show_default=True, type=click.IntRange(1),
-              help="Padded tokens per batch of our runtimes (as score's).")  # fmt: skip
-@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1), help="Pairs per batch at most.")
+@click.option("--token-budget", type=click.IntRange(1),
+              help=f"Padded tokens per batch of our runtimes (as score's; default: {BATCH_DEFAULTS}).")  # fmt: skip
+@click.option("--max-batch", type=click.IntRange(1), help=f"Pairs per batch at most (default: {PAIR_DEFAULTS}).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, optimum: bool, threads: int | None,
-          max_length: int, token_budget: int, max_batch: int, out: Path) -> None:  # fmt: skip
+          max_length: int, token_budget: int | None, max_batch: int | None, out: Path) -> None:  # fmt: skip
     """Measure runtimes side by side against the usual PyTorch evaluation loop."""
     import shlex
     import sys
@@ -264,11 +266,10 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, o
 )
 @click.option(
     "--token-budget",
-    default=8192,
-    show_default=True,
     type=click.IntRange(5),
-    help="Padded tokens per batch; at least --max-length.",
+    help=f"Padded tokens per batch; at least --max-length (default: {BATCH_DEFAULTS}).",
 )
+@click.option("--max-batch", type=click.IntRange(1), help=f"Pairs per batch at most (default: {PAIR_DEFAULTS}).")
 @click.option(
     "--threads",
     type=click.IntRange(1),
@@ -304,8 +305,8 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, o
     default=0.0,
     help="With --engine ray: GPUs per actor, needed by the CUDA runtimes (fractions share a GPU).",
 )
-def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget, threads,
-          on_error, resume, allow_fallback, tolerances, strict, engine, address, workers, gpus_per_worker) -> None:  # fmt: skip
+def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, columns, seed, max_length, token_budget,
+          max_batch, threads, on_error, resume, allow_fallback, tolerances, strict, engine, address, workers, gpus_per_worker) -> None:  # fmt: skip
     """Score a corpus of text pairs on several runtimes with identical masks, and compare them.
 
     The model comes from an export (--export) or a checkpoint (--model); --onnx adds graphs
@@ -322,7 +323,7 @@ def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, colu
     if model is not None and not onnx:
         raise click.UsageError("--model needs at least one --onnx graph to compare with it (or use --export)")
     default = ("torch-cpu", "ort-cpu") if export_dir is not None else ("torch-cpu",)
-    if token_budget < max_length:
+    if token_budget is not None and token_budget < max_length:
         raise click.BadParameter(f"{token_budget} is less than --max-length {max_length}: no batch could hold a pair",
                                  param_hint="--token-budget")  # fmt: skip
     if engine != "ray" and (address, workers, gpus_per_worker) != (None, None, 0.0):
@@ -331,7 +332,8 @@ def score(export_dir, model, onnx, onnx_device, corpus, runtimes, out, fmt, colu
         config = ScoreConfig(
             export_dir=export_dir, model=model, onnx=onnx, onnx_device=onnx_device, corpus=corpus, out_dir=out,
             runtimes=list(runtimes or default), fmt=fmt,
-            seed=seed, max_length=max_length, token_budget=token_budget, threads=threads, on_error=on_error,
+            seed=seed, max_length=max_length, token_budget=token_budget, max_batch=max_batch, threads=threads,
+            on_error=on_error,
             resume=resume, allow_fallback=allow_fallback, command=shlex.join(["lucid-eval", *sys.argv[1:]]),
             tolerance_overrides=tolerances, columns=columns,
             engine=engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker,

@@ -26,7 +26,9 @@ from lucid_eval.bench.measure import (
     run_isolated,
     suite_overhead,
 )
-from lucid_eval.reports.bench import overhead_line
+from lucid_eval.harness.batching import default_batch_shape
+from lucid_eval.reports.bench import overhead_line, profile_line
+from lucid_eval.runtimes import spec
 
 DEFAULT_RUNTIMES = ("torch-cpu", "ort-cpu", "ort-cpu-int8", "ort-cpu-int8-static")
 
@@ -42,8 +44,8 @@ class BenchConfig:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 0
     max_length: int = 128
-    token_budget: int = 8192
-    max_batch: int = 64
+    token_budget: int | None = None  # None: harness.batching.default_batch_shape of the runtimes' devices
+    max_batch: int | None = None
     command: str = ""
 
 
@@ -60,7 +62,6 @@ def prepare_export(config: BenchConfig) -> Path:
     """Export the model into OUT/export-NAME with the variants the runtimes need; a verified export
     of the same source with those variants is reused, an older one of ours replaced."""
     from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
-    from lucid_eval.runtimes import spec
     from lucid_eval.train.named import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(config.model, config.out / "models").resolve()
@@ -80,8 +81,9 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     """Measure every runtime (and the baseline) in its own process on the same masked corpus."""
     config.out.mkdir(parents=True, exist_ok=True)
     export_dir = prepare_export(config)
+    budget, pairs = default_batch_shape((spec(r).device for r in config.runtimes), config.max_length)
     job = Job(BASELINE, str(export_dir), str(config.corpus), config.seed, config.max_length, config.threads,
-              config.token_budget, config.max_batch)  # fmt: skip
+              config.token_budget or budget, config.max_batch or pairs)  # fmt: skip
     names = ([BASELINE] if config.baseline else []) + ([OPTIMUM] if config.optimum else []) + list(config.runtimes)
     rows = []
     for name in names:
@@ -93,12 +95,11 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     echo(f"measuring the suite's overhead: score + report on {OVERHEAD_PAIRS} pairs with {OVERHEAD_RUNTIME} ...")
     overhead = run_isolated(suite_overhead, job)
     echo(f"  {overhead_line(overhead)}")
-    profile = {}
-    if "ort-cpu" in config.runtimes:
-        echo("profiling ort-cpu with ONNX Runtime's profiler ...")
-        profile = run_isolated(profile_job, Job(**{**job.__dict__, "name": "ort-cpu"}))
-        total = sum(profile.values())
-        echo("  " + ", ".join(f"{op} {s / total:.0%}" for op, s in list(profile.items())[:6]))
+    profiles = {}  # what each ONNX Runtime CPU graph spends its time on, e.g. int8's fp32 remainder
+    for name in (r for r in config.runtimes if (spec(r).backend, spec(r).device) == ("ort", "cpu")):
+        echo(f"profiling {name} with ONNX Runtime's profiler ...")
+        profiles[name] = run_isolated(profile_job, Job(**{**job.__dict__, "name": name}))
+        echo(f"  {profile_line(name, profiles[name])}")
     echo("measuring the fp32 matrix-multiply rate ...")
     rates = run_isolated(matmul_job, config.threads)
     matmul = max(rates.values())
@@ -129,7 +130,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "useful_gflop": flops / 1e9,
         "model_mb": model_bytes(export_dir) / 2**20,
         "suite_overhead": overhead,
-        "ort_cpu_profile_s": profile,  # seconds per operator type of the fused fp32 graph
+        "ort_profiles_s": profiles,  # runtime -> seconds per operator type of its graph
         "baseline": reference["implementation"],
         "host": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "command": config.command,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lucid_eval.harness.batching import CPU_BATCH_SHAPE
 from lucid_eval.models.padding import pad_batch
 from lucid_eval.totals import Totals
 
@@ -29,8 +30,8 @@ class Job:
     seed: int = 0
     max_length: int = 128
     threads: int = 2
-    token_budget: int = 8192
-    max_batch: int = 64
+    token_budget: int = CPU_BATCH_SHAPE[0]
+    max_batch: int = CPU_BATCH_SHAPE[1]
     baseline_batch: int = 32
 
 

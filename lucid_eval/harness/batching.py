@@ -7,7 +7,7 @@ be put back into corpus order whatever the packing was.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +16,17 @@ from lucid_eval.models.padding import length_mask, pad_batch, pad_rows
 from lucid_eval.runtimes.base import Batch
 
 PAD_MULTIPLE = 8
+CPU_BATCH_SHAPE = (2048, 16)  # (token budget, pairs at most) when every runtime runs on the CPU
+CUDA_BATCH_SHAPE = (8192, 64)  # once a CUDA runtime is in the run
+
+
+def default_batch_shape(devices: Iterable[str], max_length: int) -> tuple[int, int]:
+    """(token_budget, max_batch) for runtimes on `devices` ('cpu', 'cuda'), the budget at least
+    `max_length`. Small batches on the CPU: on bert-base they ran int8 1.45x and fp32 1.23x faster
+    than 8192 / 64 on a Xeon (AVX-512), fp32 1.17-1.28x on an AMD EPYC (BENCHMARKS.md), their
+    activations staying in cache; a GPU wants full batches."""
+    budget, pairs = CUDA_BATCH_SHAPE if "cuda" in set(devices) else CPU_BATCH_SHAPE
+    return max(budget, max_length), pairs
 
 
 def padded_length(n_tokens: int, max_length: int) -> int:

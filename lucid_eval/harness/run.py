@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from lucid_eval import __version__
 from lucid_eval.files import sha256_file
 from lucid_eval.harness.accumulate import Clock, RunTotals
+from lucid_eval.harness.batching import default_batch_shape
 from lucid_eval.harness.compare import (
     comparison_table,
     examples_table,
@@ -50,6 +51,7 @@ from lucid_eval.harness.tables import (
     load_table,
     write_run_tables,
 )
+from lucid_eval.runtimes import SPECS
 from lucid_eval.runtimes.base import Runtime
 from lucid_eval.tolerances import Tolerances, parse_overrides, tolerances_as_dict
 from lucid_eval.verdict import Verdict, exit_code
@@ -74,8 +76,8 @@ class ScoreConfig:
     seed: int = 0
     max_length: int = 128
     mlm_probability: float = 0.15
-    token_budget: int = 8192
-    max_batch: int = 64
+    token_budget: int | None = None  # None: default_batch_shape of the runtimes' devices
+    max_batch: int | None = None
     chunk_size: int = 1024
     on_error: Literal["skip", "fail"] = "skip"
     resume: bool = False
@@ -92,6 +94,9 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         parse_overrides(self.tolerance_overrides)  # a mistyped override fails before any work
+        budget, pairs = default_batch_shape(self.devices(), self.max_length)
+        self.token_budget = budget if self.token_budget is None else self.token_budget
+        self.max_batch = pairs if self.max_batch is None else self.max_batch
         checks = [
             ((self.export_dir is None) != (self.model is None), "give an export directory or a model, not both"),
             (len(self.runtimes) > 0, "name at least one runtime (the first is the reference)"),
@@ -118,6 +123,12 @@ class ScoreConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def devices(self) -> list[str]:
+        """Where the runtimes run: each named runtime's device (CPU for a name it does not know,
+        refused later), and `onnx_device` for the ONNX graphs."""
+        named = [SPECS[r].device if r in SPECS else "cpu" for r in self.runtimes]
+        return named + ([self.onnx_device] if self.onnx else [])
 
 
 @dataclass(eq=False)

@@ -87,6 +87,7 @@ def build_bench_report(out_dir: str | os.PathLike[str]) -> Path:
             figure=bench_figure(table),
             overhead_line=overhead_line,
             profile_line=profile_line,
+            profiles=profiles(info),
         )
     )
     path = out / "bench.html"
@@ -107,7 +108,7 @@ def bench_markdown(header: list[str], rows: list[list[str]], info: dict) -> str:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
         *([overhead_line(info["suite_overhead"]), ""] if info.get("suite_overhead") else []),
-        *([profile_line(info["ort_cpu_profile_s"]), ""] if info.get("ort_cpu_profile_s") else []),
+        *(line for name, profile in profiles(info).items() for line in (profile_line(name, profile), "")),
         f"Command: `{info['command']}`",
     ]
     return "\n".join(lines) + "\n"
@@ -120,8 +121,16 @@ def overhead_line(overhead: dict) -> str:
             f"{overhead['share']:.1%} of the model's {overhead['model_s']:.2f} s besides it ({phases}).")  # fmt: skip
 
 
-def profile_line(profile: dict[str, float]) -> str:
-    """ort-cpu's time per operator type, from ONNX Runtime's profiler, largest first."""
+def profiles(info: dict) -> dict[str, dict[str, float]]:
+    """Each profiled runtime's seconds per operator type (bench.json before int8 was profiled too
+    holds only ort-cpu's)."""
+    return info.get("ort_profiles_s") or (
+        {"ort-cpu": info["ort_cpu_profile_s"]} if info.get("ort_cpu_profile_s") else {}
+    )
+
+
+def profile_line(name: str, profile: dict[str, float]) -> str:
+    """A runtime's time per operator type, from ONNX Runtime's profiler, largest first."""
     total = sum(profile.values())
     shares = ", ".join(f"{op} {seconds / total:.1%}" for op, seconds in profile.items() if seconds / total >= 0.005)
-    return f"ort-cpu's time by operator (ONNX Runtime profiler, {total:.2f} s): {shares}."
+    return f"{name}'s time by operator (ONNX Runtime profiler, {total:.2f} s): {shares}."

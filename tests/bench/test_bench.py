@@ -44,9 +44,11 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     overhead = info["suite_overhead"]  # score + report on 1000 pairs: the harness's time per model second
     assert overhead["pairs"] == 1000 and overhead["model_s"] > 0 and overhead["share"] > 0
     assert "Suite overhead" in (out / "bench.md").read_text()
-    profile = info["ort_cpu_profile_s"]  # ONNX Runtime's profiler on ort-cpu's fused graph
-    assert {"Attention", "MatMul"} <= set(profile) and min(profile.values()) >= 0
-    assert "time by operator" in (out / "bench.md").read_text()
+    profiles = info["ort_profiles_s"]  # ONNX Runtime's profiler on each ONNX Runtime CPU graph
+    assert list(profiles) == ["ort-cpu", "ort-cpu-int8", "ort-cpu-int8-static"]
+    assert {"Attention", "MatMul"} <= set(profiles["ort-cpu"]) and min(profiles["ort-cpu"].values()) >= 0
+    assert "QAttention" in profiles["ort-cpu-int8"] and "QLinearMatMul" in profiles["ort-cpu-int8-static"]
+    assert "ort-cpu-int8-static's time by operator" in (out / "bench.md").read_text()
     assert "data:image/png;base64," in (out / "bench.html").read_text()
 
 
@@ -65,8 +67,22 @@ def test_bench_passes_batch_shape_to_its_config(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "run_bench", fake)
     corpus = tmp_path / "pairs.tsv"
     corpus.write_text("text_a\ttext_b\na\tb\n")
-    args = ["bench", "--model", "demo", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--token-budget", "2048",
-            "--max-batch", "16"]  # fmt: skip
-    result = CliRunner().invoke(main, args)
+    args = ["bench", "--model", "demo", "--corpus", str(corpus), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, [*args, "--token-budget", "4096", "--max-batch", "32"])
     assert result.exit_code == 0, result.output
-    assert (seen["config"].token_budget, seen["config"].max_batch) == (2048, 16)
+    assert (seen["config"].token_budget, seen["config"].max_batch) == (4096, 32)
+    result = CliRunner().invoke(main, args)  # unset: run_bench picks the runtimes' default shape
+    assert result.exit_code == 0, result.output
+    assert (seen["config"].token_budget, seen["config"].max_batch) == (None, None)
+
+
+def test_profile_lines_name_each_runtime_and_read_older_bench_json():
+    from lucid_eval.reports.bench import profile_line, profiles
+
+    profile = {"QAttention": 3.0, "MatMul": 1.0, "Cast": 0.001}
+    assert profile_line("ort-cpu-int8", profile) == (
+        "ort-cpu-int8's time by operator (ONNX Runtime profiler, 4.00 s): QAttention 75.0%, MatMul 25.0%."
+    )
+    assert profiles({"ort_profiles_s": {"ort-cpu-int8": profile}}) == {"ort-cpu-int8": profile}
+    assert profiles({"ort_cpu_profile_s": profile}) == {"ort-cpu": profile}  # written before int8 was profiled
+    assert profiles({}) == {}

@@ -1,11 +1,22 @@
 """Length bucketing: token budget and batch cap hold, padding is a multiple of 8, order comes back."""
 
+from pathlib import Path
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lucid_eval.harness.batching import iter_batches, make_batch, padded_length, plan_batches
+from lucid_eval.harness.batching import (
+    CPU_BATCH_SHAPE,
+    CUDA_BATCH_SHAPE,
+    default_batch_shape,
+    iter_batches,
+    make_batch,
+    padded_length,
+    plan_batches,
+)
 from lucid_eval.harness.masking import MaskedExample
+from lucid_eval.harness.run import ScoreConfig
 
 
 def example(index: int, n_tokens: int, n_masked: int) -> MaskedExample:
@@ -63,3 +74,23 @@ def test_batch_without_masked_tokens_has_one_empty_slot() -> None:
     assert batch.masked_lm_positions.shape == (2, 1) and batch.masked_lm_weights.sum() == 0
     assert batch.input_ids.shape == (2, 8)
     assert batch.input_ids.dtype == np.int64 and batch.masked_lm_weights.dtype == np.float32
+
+
+def test_default_batch_shape_is_small_on_the_cpu_and_full_with_cuda() -> None:
+    assert default_batch_shape(["cpu", "cpu"], 128) == CPU_BATCH_SHAPE == (2048, 16)
+    assert default_batch_shape(["cpu", "cuda"], 128) == CUDA_BATCH_SHAPE == (8192, 64)
+    assert default_batch_shape(["cpu"], 4096) == (4096, 16)  # a budget always holds one pair
+
+
+def test_score_config_resolves_the_shape_from_its_runtimes_and_keeps_given_values() -> None:
+    def config(**kw) -> ScoreConfig:
+        return ScoreConfig(
+            **{"export_dir": "e", "corpus": "c.tsv", "out_dir": "o", "runtimes": ["torch-cpu", "ort-cpu"], **kw}
+        )
+
+    assert (config().token_budget, config().max_batch) == CPU_BATCH_SHAPE
+    assert (config(runtimes=["torch-cpu", "ort-cuda"]).token_budget, config().max_batch) == (8192, 16)
+    assert config(runtimes=["torch-cpu", "ort-cuda"]).max_batch == 64
+    foreign = config(export_dir=None, model="m", runtimes=["torch-cpu"], onnx=(Path("g.onnx"),), onnx_device="cuda")
+    assert (foreign.token_budget, foreign.max_batch) == CUDA_BATCH_SHAPE
+    assert (config(token_budget=512, max_batch=4).token_budget, config(max_batch=4).max_batch) == (512, 4)
