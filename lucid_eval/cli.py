@@ -160,7 +160,14 @@ def runtimes(export_dir: Path | None) -> None:
 )
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--n-pairs", type=click.IntRange(1), help="At most this many pairs (default: one per sentence).")
-def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
+@click.option(
+    "--sentences",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Consecutive sentences per segment, as BERT packs them; 2 gives pairs about twice as long.",
+)
+def pairs(docs: str, out: Path, seed: int, n_pairs: int | None, sentences: int) -> None:
     """Turn a plain-text corpus of DOCS into BERT-style NSP pairs (50 % consecutive, 50 % random).
 
     DOCS 'builtin' gives the held-out documents of the built-in corpus (what the demo scores)."""
@@ -169,11 +176,12 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None) -> None:
     if docs == "builtin":
         from lucid_eval.data.corpus import write_heldout_pairs
 
-        written = write_heldout_pairs(out, n_pairs=n_pairs, seed=seed)
+        written = write_heldout_pairs(out, n_pairs=n_pairs, seed=seed, sentences=sentences)
     else:
         if not Path(docs).is_file():
             raise FileNotFoundError(f"{docs} is not a file (or use 'builtin')")
-        written = write_pairs_tsv(build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs), out)
+        records = build_pairs(read_documents(docs), seed=seed, n_pairs=n_pairs, sentences=sentences)
+        written = write_pairs_tsv(records, out)
     click.echo(f"wrote {written} pairs to {out}")
 
 

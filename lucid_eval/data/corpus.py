@@ -233,13 +233,13 @@ def corpus_stats(documents: list[Document]) -> dict[str, int]:
 
 
 def write_heldout_pairs(
-    path: str | Path, n_pairs: int | None = 1000, seed: int = 0, heldout_fraction: float = 0.1
+    path: str | Path, n_pairs: int | None = 1000, seed: int = 0, heldout_fraction: float = 0.1, sentences: int = 1
 ) -> int:
     """Write NSP pairs from the held-out built-in documents (via `build_pairs`) as a labelled TSV;
     return the row count. A sidecar `<path>.json` records the Python version, corpus fingerprint
     and arguments, since the text depends on the Python install it was read from."""
     _, heldout = split_documents(builtin_documents(), heldout_fraction)
-    pairs = build_pairs([d.sentences for d in heldout], seed=seed, n_pairs=n_pairs)
+    pairs = build_pairs([d.sentences for d in heldout], seed=seed, n_pairs=n_pairs, sentences=sentences)
     count = write_pairs_tsv(pairs, path)
     meta = {
         "source": "lucid_eval.data.corpus builtin held-out documents",
@@ -248,6 +248,7 @@ def write_heldout_pairs(
         "heldout": corpus_stats(heldout),
         "heldout_fraction": heldout_fraction,
         "seed": seed,
+        "sentences_per_segment": sentences,
         "n_pairs": count,
     }
     Path(f"{path}.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -126,46 +126,50 @@ def split_sentences(text: str) -> list[str]:
     return [sentence for sentence in sentences if sentence]
 
 
-def build_pairs(documents: list[list[str]], seed: int, n_pairs: int | None = None) -> list[PairRecord]:
-    """BERT-style NSP pairs: for each sentence with a successor, a fair coin picks label 0
-    (the next sentence of the same document) or label 1 (a random sentence of a random
-    different document).
+def build_pairs(
+    documents: list[list[str]], seed: int, n_pairs: int | None = None, sentences: int = 1
+) -> list[PairRecord]:
+    """BERT-style NSP pairs of segments of `sentences` consecutive sentences: for each start with
+    two segments after it, a fair coin picks label 0 (the next segment of the same document) or
+    label 1 (a random segment of a random different document; shorter where that document is).
+    BERT's own data packs several sentences per segment; more sentences give longer pairs.
 
     Deterministic for a seed (`random.Random(seed)`). `n_pairs` caps the count: that many
     positions are drawn at random, kept in corpus order; there is at most one pair per position.
-    Ids are `d{doc}-s{sent}` for text_a's document and sentence index; `line` is the line
+    Ids are `d{doc}-s{sent}` for text_a's document and first sentence; `line` is the line
     the pair occupies in the file `write_pairs_tsv` writes (header is line 1).
     """
-    positions = [(d, i) for d, sentences in enumerate(documents) for i in range(len(sentences) - 1)]
+    if sentences < 1:
+        raise ValueError(f"sentences must be at least 1, got {sentences}")
+    k = sentences
+    positions = [(d, i) for d, sents in enumerate(documents) for i in range(len(sents) - 2 * k + 1)]
     if not positions:
-        raise ValueError("no document has two or more sentences, so no label-0 pair can be built")
-    donors = [d for d, sentences in enumerate(documents) if sentences]
+        raise ValueError(f"no document has {2 * k} or more sentences, so no label-0 pair can be built")
+    donors = [d for d, sents in enumerate(documents) if sents]
     if len(donors) < 2:
-        raise ValueError("need at least two non-empty documents to draw random (label-1) sentences")
+        raise ValueError("need at least two non-empty documents to draw random (label-1) segments")
     rng = random.Random(seed)
     if n_pairs is not None:
         if n_pairs < 1:
             raise ValueError(f"n_pairs must be at least 1, got {n_pairs}")
         positions = sorted(rng.sample(positions, min(n_pairs, len(positions))))
 
+    def segment(d: int, start: int) -> str:
+        return " ".join(documents[d][start : start + k])
+
     pairs: list[PairRecord] = []
     for d, i in positions:
         if rng.random() < 0.5:
-            label, text_b = 0, documents[d][i + 1]
+            label, text_b = 0, segment(d, i + k)
         else:
             other = d
             while other == d:
                 other = rng.choice(donors)
-            label, text_b = 1, rng.choice(documents[other])
+            label, text_b = 1, segment(other, rng.randrange(max(1, len(documents[other]) - k + 1)))
         index = len(pairs)
         pairs.append(
             PairRecord(
-                index=index,
-                id=f"d{d}-s{i}",
-                line=index + 2,
-                text_a=documents[d][i],
-                text_b=text_b,
-                nsp_label=label,
+                index=index, id=f"d{d}-s{i}", line=index + 2, text_a=segment(d, i), text_b=text_b, nsp_label=label
             )
         )
     return pairs

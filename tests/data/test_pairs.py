@@ -111,6 +111,24 @@ def test_build_pairs_is_bert_style():
     assert not any(p.text_a == "A lone sentence." for p in pairs)
 
 
+def test_segments_of_several_sentences():
+    docs = make_documents(60, 7)
+    pairs = build_pairs(docs, seed=13, sentences=2)
+    assert len(pairs) == 60 * 4  # starts with two 2-sentence segments after them: 0..3 of 7 sentences
+    for pair in pairs:
+        d, i = (int(part[1:]) for part in pair.id.split("-"))
+        assert pair.text_a == f"Doc {d} sentence {i}. Doc {d} sentence {i + 1}."
+        if pair.nsp_label == 0:
+            assert pair.text_b == f"Doc {d} sentence {i + 2}. Doc {d} sentence {i + 3}."
+        else:  # a random 2-sentence span of another document, or the lone sentence whole
+            assert f"Doc {d} " not in pair.text_b and (pair.text_b.count(".") == 2 or pair.text_b == "A lone sentence.")
+    assert build_pairs(docs, seed=13, sentences=1) == build_pairs(docs, seed=13)
+    with pytest.raises(ValueError, match="no document has 16 or more sentences"):
+        build_pairs(docs, seed=0, sentences=8)
+    with pytest.raises(ValueError, match="sentences must be at least 1"):
+        build_pairs(docs, seed=0, sentences=0)
+
+
 def test_build_pairs_deterministic_per_seed():
     docs = make_documents(40, 10)
     assert build_pairs(docs, seed=1) == build_pairs(docs, seed=1)
@@ -132,8 +150,8 @@ def test_n_pairs_samples_positions_in_corpus_order():
     ("docs", "message"),
     [
         ([["One.", "Two."]], "need at least two non-empty documents"),
-        ([["Only."], ["Single."], []], "no document has two or more sentences"),
-        ([], "no document has two or more sentences"),
+        ([["Only."], ["Single."], []], "no document has 2 or more sentences"),
+        ([], "no document has 2 or more sentences"),
     ],
 )
 def test_build_pairs_rejects_unusable_documents(docs, message):
