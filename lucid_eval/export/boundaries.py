@@ -12,8 +12,8 @@ tensor name, so graphs exported elsewhere map the same way:
   nearest upstream of the NSP logits (breadth-first over producers, so a tanh-approximated GELU
   elsewhere cannot be taken for it).
 - Every other normalization is on the encoder path. A normalization is a LayerNormalization node
-  (unfused, opset 17+), an EmbedLayerNormalization or SkipLayerNormalization node (fused; int8 and
-  fp16 graphs keep these), or a LayerNorm lowered to primitives as opset < 17 exports write it
+  (opset 17+; also in fused CPU graphs), an EmbedLayerNormalization or SkipLayerNormalization node
+  (fused; fp16 graphs and earlier exports' fused graphs), or a LayerNorm lowered to primitives as opset < 17 exports write it
   (`(x - ReduceMean(x)) / Sqrt(...)`, then the scale's Mul and the shift's Add). In the graph's
   topological order (which ONNX requires of every valid model) the first is the embeddings'
   LayerNorm and then each layer has two: the attention sub-layer's (post-LN) output and the

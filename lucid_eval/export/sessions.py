@@ -17,6 +17,10 @@ import onnxruntime as ort
 from lucid_eval.errors import UserError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# Graph optimizers CPU sessions leave out. ONNX Runtime 1.31's CPU SkipLayerNormalization kernel
+# takes 5x as long per row as Add then LayerNormalization (bert-base, 2 threads: 2.1 vs 0.45 us),
+# 18 % of dynamic int8's time; kept apart, int8 ran 1.17x and fp32 1.06x faster (BENCHMARKS.md).
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 class ProviderError(UserError, RuntimeError):
@@ -72,9 +76,12 @@ def make_session(
             )
     source = path if isinstance(path, bytes) else str(path)
     with _native_stderr() as native:
-        session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+        disabled = list(CPU_DISABLED_OPTIMIZERS) if device == "cpu" else None
+        session = ort.InferenceSession(source, sess_options=opts, providers=providers, disabled_optimizers=disabled)
     active = session.get_providers()
     settings = {"intra_op_num_threads": opts.intra_op_num_threads, "graph_optimization_level": str(optimization)}
+    if disabled:
+        settings["disabled_optimizers"] = disabled
     if device == "cuda":
         settings["use_tf32"] = 0
     if wanted in active:

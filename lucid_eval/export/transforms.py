@@ -46,18 +46,23 @@ def fuse(
     use_gpu: bool = False,
 ) -> dict[str, Any]:
     """ONNX Runtime's BERT optimizer; returns fusion statistics and refuses a graph left unfused or
-    whose GELU fused into the other form's operator (`check_gelu_operator`)."""
-    from onnxruntime.transformers import optimizer
+    whose GELU fused into the other form's operator (`check_gelu_operator`).
 
-    opt = optimizer.optimize_model(
-        str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=use_gpu
-    )
+    For the CPU the residual Add and LayerNormalization stay apart: its SkipLayerNormalization
+    kernel is slower than the two (sessions.CPU_DISABLED_OPTIMIZERS); a CUDA session fuses them itself."""
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = use_gpu
+    opt = optimizer.optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                   opt_level=0, use_gpu=use_gpu, optimization_options=options)  # fmt: skip
     stats = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
     gelu = FUSED_GELU[gelu_form]
     expected = {
         "EmbedLayerNormalization": 1,
         "Attention": num_layers,
-        "SkipLayerNormalization": 2 * num_layers,
+        "SkipLayerNormalization" if use_gpu else "LayerNormalization": 2 * num_layers,
         gelu: num_layers,
     }
     short = {op: (stats.get(op, 0), n) for op, n in expected.items() if stats.get(op, 0) < n}

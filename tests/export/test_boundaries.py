@@ -37,7 +37,7 @@ def ops(model: onnx.ModelProto) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "variant, norm", [("fp32", "LayerNormalization"), ("fused", "SkipLayerNormalization"), ("int8", "SkipLayerNormalization"), ("fp16", "SkipLayerNormalization")]
+    "variant, norm", [("fp32", "LayerNormalization"), ("fused", "LayerNormalization"), ("int8", "LayerNormalization"), ("fp16", "SkipLayerNormalization")]
 )  # fmt: skip
 def test_every_variant_maps_every_boundary(tiny_export, variant, norm):
     model = onnx.load(str(graph(tiny_export, variant)))
@@ -67,7 +67,7 @@ def test_a_layer_count_that_does_not_fit_maps_no_encoder_boundary(tiny_export):
     boundaries = {b.name: b for b in map_boundaries(onnx.load(str(graph(tiny_export, "fused"))), 3)}
     encoder = [b for b in boundaries.values() if b.branch == "trunk"]
     assert len(encoder) == 7 and all(b.tensor is None for b in encoder)
-    assert "5 normalization nodes (EmbedLayerNormalization, SkipLayerNormalization)" in encoder[0].how_found
+    assert "5 normalization nodes (EmbedLayerNormalization, LayerNormalization)" in encoder[0].how_found
     assert "expected 1 + 2 x 3 layers = 7" in encoder[0].how_found
     assert boundaries["bert.pooler"].tensor and boundaries["cls.predictions.transform"].tensor
 

@@ -34,7 +34,7 @@ def test_manifest_records_everything(tiny_export, tiny_config):
     fused = manifest["variants"]["fused"]["fusion"]["scoring"]["operators"]
     assert fused["Attention"] == fused["BiasGelu"] - 1 == tiny_config.num_hidden_layers
     assert (
-        fused["EmbedLayerNormalization"] == 1 and fused["SkipLayerNormalization"] == 2 * tiny_config.num_hidden_layers
+        fused["EmbedLayerNormalization"] == 1 and fused["LayerNormalization"] == 2 * tiny_config.num_hidden_layers + 1
     )
     for variant in ("fp32", "fused"):
         verification = manifest["variants"][variant]["verification"]
