@@ -71,7 +71,8 @@ def fuse(
         raise RuntimeError(f"{src.name}: graph is not fully fused ({detail}); fusion statistics: {stats}")
     check_gelu_operator(src, stats, gelu_form)
     opt.save_model_to_file(str(dst), use_external_data_format=src.stat().st_size > TWO_GB * 0.9)
-    return {"operators": stats, "expected_minimum": expected, "gelu": {"form": gelu_form, "operator": gelu}}
+    return {"operators": stats, "expected_minimum": expected, "gelu": {"form": gelu_form, "operator": gelu},
+            "skip_layer_norm": use_gpu}  # fmt: skip
 
 
 INT8_OP_TYPES = ("MatMul", "Attention")

@@ -31,6 +31,7 @@ def test_manifest_records_everything(tiny_export, tiny_config):
     assert manifest["seconds"]["total"] > 0 and "verify" in manifest["seconds"]
     for name, info in manifest["files"].items():
         assert (tiny_export / name).stat().st_size == info["bytes"] and len(info["sha256"]) == 64
+    assert manifest["variants"]["fused"]["fusion"]["scoring"]["skip_layer_norm"] is False  # slower on the CPU
     fused = manifest["variants"]["fused"]["fusion"]["scoring"]["operators"]
     assert fused["Attention"] == fused["BiasGelu"] - 1 == tiny_config.num_hidden_layers
     assert (
