@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from lucid_eval.bench.flops import useful_flops
+from lucid_eval.bench.flops import gemm_flops, useful_flops
 from lucid_eval.bench.measure import (
     BASELINE,
     OPTIMUM,
     OVERHEAD_PAIRS,
     OVERHEAD_RUNTIME,
     Job,
+    batch_shapes,
     corpus_lengths,
     matmul_job,
     measure,
@@ -77,6 +78,21 @@ def prepare_export(config: BenchConfig) -> Path:
     return export_dir
 
 
+def _gemm_rates(job: Job, model_config, profile: dict[str, float], real_tokens: int) -> dict[str, float]:
+    """The rate ort-cpu's GEMM operators reach over the padded batches (their FLOPs over the
+    profiler's seconds), their share of its time, and the padded tokens per real token: what
+    stands between its useful FLOP rate and the matmul rate. Empty without a fused profile."""
+    if not {"MatMul", "Attention"} <= set(profile):
+        return {}
+    shapes = batch_shapes(job)
+    work = gemm_flops(model_config, shapes)
+    return {
+        **{f"{op}_gflops": flops / profile[op] / 1e9 for op, flops in work.items()},
+        "gemm_share": sum(profile[op] for op in work) / sum(profile.values()),
+        "padding": sum(b * t for b, t, _ in shapes) / real_tokens,
+    }
+
+
 def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     """Measure every runtime (and the baseline) in its own process on the same masked corpus."""
     config.out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +123,8 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     n_tokens, n_masked = corpus_lengths(job)
     from lucid_eval.export import ExportBundle
 
-    flops = useful_flops(ExportBundle.load(export_dir).config, n_tokens, n_masked)
+    model_config = ExportBundle.load(export_dir).config
+    flops = useful_flops(model_config, n_tokens, n_masked)
     table["pairs_per_second"] = table["pairs"] / table["seconds"]
     table["tokens_per_second"] = table["real_tokens"] / table["seconds"]
     table["useful_gflops"] = flops / table["seconds"] / 1e9
@@ -131,6 +148,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "model_mb": model_bytes(export_dir) / 2**20,
         "suite_overhead": overhead,
         "ort_profiles_s": profiles,  # runtime -> seconds per operator type of its graph
+        "ort_cpu_gemms": _gemm_rates(job, model_config, profiles.get("ort-cpu", {}), int(n_tokens.sum())),
         "baseline": reference["implementation"],
         "host": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "command": config.command,

@@ -25,6 +25,20 @@ def useful_flops(config: BERTConfig, n_tokens: np.ndarray, n_masked: np.ndarray)
     return float(encoder + mlm_head + nsp_head)
 
 
+def gemm_flops(config: BERTConfig, shapes: list[tuple[int, int, int]]) -> dict[str, float]:
+    """FLOPs the fused fp32 graph's GEMM operators do over padded batches of (pairs, padded length,
+    masked slots): the `MatMul` nodes (attention output, feed-forward, MLM transform and decoder at
+    every slot) and the `Attention` nodes (QKV projection, QK^T and PV). Divided by the profiler's
+    seconds per operator type, they give the rate each operator reaches."""
+    C, F, V, L = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_hidden_layers
+    matmul = attention = 0.0
+    for b, t, p in shapes:
+        rows = b * t
+        matmul += L * rows * (2 * C * C + 2 * 2 * C * F) + b * p * (2 * C * C + 2 * C * V)
+        attention += L * (rows * 2 * 3 * C * C + 2 * 2 * b * t * t * C)
+    return {"MatMul": matmul, "Attention": attention}
+
+
 def _sustained(step, flops_per_step: float, seconds: float) -> float:
     for _ in range(3):
         step()

@@ -330,6 +330,16 @@ def corpus_lengths(job: Job) -> tuple[np.ndarray, np.ndarray]:
     return np.array([e.n_tokens for e in examples]), np.array([e.n_masked for e in examples])
 
 
+def batch_shapes(job: Job) -> list[tuple[int, int, int]]:
+    """(pairs, padded length, masked slots) of each batch our runtimes get."""
+    from lucid_eval.harness.batching import iter_batches
+
+    bundle, examples = _examples(job)
+    batches = iter_batches(examples, token_budget=job.token_budget, max_batch=job.max_batch,
+                           max_length=job.max_length, pad_token_id=bundle.tokenizer.pad_token_id)  # fmt: skip
+    return [(*b.input_ids.shape, b.masked_lm_positions.shape[1]) for _, b in batches]
+
+
 def model_bytes(export_dir: str | Path) -> int:
     from lucid_eval.export.bundle import ExportBundle
 

@@ -88,6 +88,7 @@ def build_bench_report(out_dir: str | os.PathLike[str]) -> Path:
             overhead_line=overhead_line,
             profile_line=profile_line,
             profiles=profiles(info),
+            gemm_line=gemm_line,
         )
     )
     path = out / "bench.html"
@@ -109,6 +110,7 @@ def bench_markdown(header: list[str], rows: list[list[str]], info: dict) -> str:
         "",
         *([overhead_line(info["suite_overhead"]), ""] if info.get("suite_overhead") else []),
         *(line for name, profile in profiles(info).items() for line in (profile_line(name, profile), "")),
+        *([gemm_line(info), ""] if info.get("ort_cpu_gemms") else []),
         f"Command: `{info['command']}`",
     ]
     return "\n".join(lines) + "\n"
@@ -119,6 +121,14 @@ def overhead_line(overhead: dict) -> str:
     phases = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in overhead.items() if k.endswith("_s") and k != "model_s")
     return (f"Suite overhead: `score` and its report on {overhead['pairs']} pairs with {overhead['runtime']} spend "
             f"{overhead['share']:.1%} of the model's {overhead['model_s']:.2f} s besides it ({phases}).")  # fmt: skip
+
+
+def gemm_line(info: dict) -> str:
+    """How fast ort-cpu's GEMM operators run, how much of its time they take, and its padding."""
+    g = info["ort_cpu_gemms"]
+    return (f"ort-cpu's GEMM operators over its padded batches: MatMul {g['MatMul_gflops']:.0f} GFLOP/s, Attention "
+            f"{g['Attention_gflops']:.0f} GFLOP/s (matmul rate {info['matmul_gflops']:.0f}), {g['gemm_share']:.1%} of "
+            f"its time; {g['padding']:.3f} padded tokens per real token.")  # fmt: skip
 
 
 def profiles(info: dict) -> dict[str, dict[str, float]]:

@@ -49,6 +49,9 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     assert {"Attention", "MatMul"} <= set(profiles["ort-cpu"]) and min(profiles["ort-cpu"].values()) >= 0
     assert "QAttention" in profiles["ort-cpu-int8"] and "QLinearMatMul" in profiles["ort-cpu-int8-static"]
     assert "ort-cpu-int8-static's time by operator" in (out / "bench.md").read_text()
+    gemms = info["ort_cpu_gemms"]  # the fused graph's GEMM operators against its profile
+    assert gemms["MatMul_gflops"] > 0 and gemms["Attention_gflops"] > 0 and 0 < gemms["gemm_share"] < 1
+    assert gemms["padding"] >= 1 and "padded tokens per real token" in (out / "bench.md").read_text()
     assert "data:image/png;base64," in (out / "bench.html").read_text()
 
 
@@ -86,3 +89,27 @@ def test_profile_lines_name_each_runtime_and_read_older_bench_json():
     assert profiles({"ort_profiles_s": {"ort-cpu-int8": profile}}) == {"ort-cpu-int8": profile}
     assert profiles({"ort_cpu_profile_s": profile}) == {"ort-cpu": profile}  # written before int8 was profiled
     assert profiles({}) == {}
+
+
+def test_gemm_flops_count_each_operator_over_padded_batches():
+    from lucid_eval.bench.flops import gemm_flops
+    from lucid_eval.models.config import BERTConfig
+
+    config = BERTConfig(vocab_size=10, hidden_size=4, num_hidden_layers=2, num_attention_heads=2, intermediate_size=8)
+    work = gemm_flops(config, [(2, 3, 1), (1, 5, 2)])  # 6 + 5 rows; 2 + 2 masked slots
+    C, F, V, L = 4, 8, 10, 2
+    assert work["MatMul"] == L * 11 * (2 * C * C + 4 * C * F) + 4 * (2 * C * C + 2 * C * V)
+    assert work["Attention"] == L * (11 * 6 * C * C + 4 * C * (2 * 9 + 1 * 25))
+
+
+def test_gemm_rates_need_a_fused_profile_and_their_line_names_them():
+    from lucid_eval.bench import _gemm_rates
+    from lucid_eval.reports.bench import gemm_line
+
+    assert _gemm_rates(None, None, {"QAttention": 1.0}, 10) == {}  # an unfused or int8 profile: nothing to say
+    info = {"matmul_gflops": 344.4, "ort_cpu_gemms": {"MatMul_gflops": 316.2, "Attention_gflops": 253.0,
+                                                      "gemm_share": 0.89, "padding": 1.154}}  # fmt: skip
+    assert gemm_line(info) == (
+        "ort-cpu's GEMM operators over its padded batches: MatMul 316 GFLOP/s, Attention 253 GFLOP/s "
+        "(matmul rate 344), 89.0% of its time; 1.154 padded tokens per real token."
+    )
