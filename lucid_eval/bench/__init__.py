@@ -142,6 +142,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "pairs": int(len(n_tokens)),
         "mean_tokens": float(n_tokens.mean()),
         "threads": config.threads,
+        "batches": {"token_budget": job.token_budget, "max_batch": job.max_batch},  # our runtimes'
         "matmul_gflops": matmul,
         "matmul_gflops_by_library": rates,
         "useful_gflop": flops / 1e9,

@@ -89,6 +89,7 @@ def build_bench_report(out_dir: str | os.PathLike[str]) -> Path:
             profile_line=profile_line,
             profiles=profiles(info),
             gemm_line=gemm_line,
+            batches=_batches(info),
         )
     )
     path = out / "bench.html"
@@ -101,7 +102,7 @@ def bench_markdown(header: list[str], rows: list[list[str]], info: dict) -> str:
     """The same table as Markdown, for BENCHMARKS.md."""
     lines = [
         f"Model `{info['model']}`, {info['pairs']} pairs (mean {info['mean_tokens']:.0f} tokens), "
-        f"{info['threads']} threads, {info['host']}; fp32 matmul rate {info['matmul_gflops']:.1f} GFLOP/s; "
+        f"{info['threads']} threads,{_batches(info)} {info['host']}; fp32 matmul rate {info['matmul_gflops']:.1f} GFLOP/s; "
         f"weights {info['model_mb']:.0f} MB.",
         "",
         "| " + " | ".join(header) + " |",
@@ -121,6 +122,12 @@ def overhead_line(overhead: dict) -> str:
     phases = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in overhead.items() if k.endswith("_s") and k != "model_s")
     return (f"Suite overhead: `score` and its report on {overhead['pairs']} pairs with {overhead['runtime']} spend "
             f"{overhead['share']:.1%} of the model's {overhead['model_s']:.2f} s besides it ({phases}).")  # fmt: skip
+
+
+def _batches(info: dict) -> str:
+    """' batches of at most N tokens / M pairs,' for bench.json files that record it, else ''."""
+    b = info.get("batches")
+    return f" batches of at most {b['token_budget']} tokens / {b['max_batch']} pairs," if b else ""
 
 
 def gemm_line(info: dict) -> str:

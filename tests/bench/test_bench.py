@@ -41,6 +41,8 @@ def test_bench_end_to_end(tiny_checkpoint, tmp_path):
     assert fp32["d_mlm_loss"].abs().max() <= 1e-4 and fp32["d_nsp_loss"].abs().max() <= 1e-4
     info = json.loads((out / "bench.json").read_text())
     assert info["matmul_gflops"] > 0 and info["model_mb"] > 0
+    assert info["batches"] == {"token_budget": 2048, "max_batch": 16}  # every runtime on the CPU
+    assert "batches of at most 2048 tokens / 16 pairs" in (out / "bench.md").read_text()
     overhead = info["suite_overhead"]  # score + report on 1000 pairs: the harness's time per model second
     assert overhead["pairs"] == 1000 and overhead["model_s"] > 0 and overhead["share"] > 0
     assert "Suite overhead" in (out / "bench.md").read_text()
