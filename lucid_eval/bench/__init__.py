@@ -18,8 +18,7 @@ from lucid_eval.bench.measure import (
     OVERHEAD_PAIRS,
     OVERHEAD_RUNTIME,
     Job,
-    batch_shapes,
-    corpus_lengths,
+    corpus_batches,
     matmul_job,
     measure,
     model_bytes,
@@ -78,13 +77,12 @@ def prepare_export(config: BenchConfig) -> Path:
     return export_dir
 
 
-def _gemm_rates(job: Job, model_config, profile: dict[str, float], real_tokens: int) -> dict[str, float]:
-    """The rate ort-cpu's GEMM operators reach over the padded batches (their FLOPs over the
-    profiler's seconds), their share of its time, and the padded tokens per real token: what
+def _gemm_rates(shapes, model_config, profile: dict[str, float], real_tokens: int) -> dict[str, float]:
+    """The rate ort-cpu's GEMM operators reach over the padded batches of `shapes` (their FLOPs over
+    the profiler's seconds), their share of its time, and the padded tokens per real token: what
     stands between its useful FLOP rate and the matmul rate. Empty without a fused profile."""
     if not {"MatMul", "Attention"} <= set(profile):
         return {}
-    shapes = batch_shapes(job)
     work = gemm_flops(model_config, shapes)
     return {
         **{f"{op}_gflops": flops / profile[op] / 1e9 for op, flops in work.items()},
@@ -120,7 +118,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     rates = run_isolated(matmul_job, config.threads)
     matmul = max(rates.values())
     table = pd.DataFrame(rows)
-    n_tokens, n_masked = corpus_lengths(job)
+    n_tokens, n_masked, shapes = corpus_batches(job)
     from lucid_eval.export import ExportBundle
 
     model_config = ExportBundle.load(export_dir).config
@@ -149,7 +147,7 @@ def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
         "model_mb": model_bytes(export_dir) / 2**20,
         "suite_overhead": overhead,
         "ort_profiles_s": profiles,  # runtime -> seconds per operator type of its graph
-        "ort_cpu_gemms": _gemm_rates(job, model_config, profiles.get("ort-cpu", {}), int(n_tokens.sum())),
+        "ort_cpu_gemms": _gemm_rates(shapes, model_config, profiles.get("ort-cpu", {}), int(n_tokens.sum())),
         "baseline": reference["implementation"],
         "host": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "command": config.command,

@@ -324,20 +324,16 @@ def run_isolated(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def corpus_lengths(job: Job) -> tuple[np.ndarray, np.ndarray]:
-    """Real token and masked token counts per example (for the useful-FLOP count)."""
-    _, examples = _examples(job)
-    return np.array([e.n_tokens for e in examples]), np.array([e.n_masked for e in examples])
-
-
-def batch_shapes(job: Job) -> list[tuple[int, int, int]]:
-    """(pairs, padded length, masked slots) of each batch our runtimes get."""
+def corpus_batches(job: Job) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+    """Real and masked token counts per example (for the useful-FLOP count), and the (pairs,
+    padded length, masked slots) of each batch our runtimes get: one tokenization for both."""
     from lucid_eval.harness.batching import iter_batches
 
     bundle, examples = _examples(job)
     batches = iter_batches(examples, token_budget=job.token_budget, max_batch=job.max_batch,
                            max_length=job.max_length, pad_token_id=bundle.tokenizer.pad_token_id)  # fmt: skip
-    return [(*b.input_ids.shape, b.masked_lm_positions.shape[1]) for _, b in batches]
+    shapes = [(*b.input_ids.shape, b.masked_lm_positions.shape[1]) for _, b in batches]
+    return np.array([e.n_tokens for e in examples]), np.array([e.n_masked for e in examples]), shapes
 
 
 def model_bytes(export_dir: str | Path) -> int:
