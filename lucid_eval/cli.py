@@ -167,11 +167,18 @@ def runtimes(export_dir: Path | None) -> None:
     type=click.IntRange(1),
     help="Consecutive sentences per segment, as BERT packs them; 2 gives pairs about twice as long.",
 )
-def pairs(docs: str, out: Path, seed: int, n_pairs: int | None, sentences: int) -> None:
+@click.option("--force", is_flag=True, help="Replace OUT (and its .json sidecar) if it exists.")
+def pairs(docs: str, out: Path, seed: int, n_pairs: int | None, sentences: int, force: bool) -> None:
     """Turn a plain-text corpus of DOCS into BERT-style NSP pairs (50 % consecutive, 50 % random).
 
     DOCS 'builtin' gives the held-out documents of the built-in corpus (what the demo scores)."""
     from lucid_eval.data.pairs import build_pairs, read_documents, write_pairs_tsv
+
+    written_files = [out, Path(f"{out}.json")] if docs == "builtin" else [out]
+    existing = [str(path) for path in written_files if path.exists()]
+    if existing and not force:
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise click.UsageError(f"{' and '.join(existing)} already {verb}; pass --force to replace it")
 
     if docs == "builtin":
         from lucid_eval.data.corpus import write_heldout_pairs

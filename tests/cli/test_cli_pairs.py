@@ -29,3 +29,14 @@ def test_pairs_command_with_too_little_text(tmp_path):
     (tmp_path / "docs.txt").write_text("One sentence only.\n")
     result = CliRunner().invoke(main, ["pairs", str(tmp_path / "docs.txt"), "--out", str(tmp_path / "p.tsv")])
     assert result.exit_code == 1 and "Error:" in result.output
+
+
+def test_pairs_never_replaces_a_file_without_force(tmp_path):
+    (tmp_path / "docs.txt").write_text(DOCS)
+    out = tmp_path / "mine.tsv"
+    out.write_text("a user's file\n")
+    args = ["pairs", str(tmp_path / "docs.txt"), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "already exists; pass --force" in result.output
+    assert out.read_text() == "a user's file\n"
+    assert CliRunner().invoke(main, [*args, "--force"]).exit_code == 0 and len(list(CorpusReader(out))) == 6
