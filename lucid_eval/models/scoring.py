@@ -60,15 +60,13 @@ class BERTScorer(nn.Module):
         logits = self.model.cls.predictions(gathered)  # (B, P, V)
         logits32 = logits.float()
         weights = masked_lm_weights.float()
-        target = torch.gather(logits32, -1, masked_lm_ids.unsqueeze(-1)).squeeze(-1)  # (B, P)
-        token_loss = torch.logsumexp(logits32, -1) - target
+        token_loss = _nll(logits32, masked_lm_ids)  # (B, P)
         predictions = logits32.argmax(-1)  # (B, P)
         mlm_loss_sum = (token_loss * weights).sum(-1)
         mlm_correct = ((predictions == masked_lm_ids).float() * weights).sum(-1)
         mlm_count = weights.sum(-1)
         nsp_logits = self.model.cls.seq_relationship(pooled).float()  # (B, 2)
-        nsp_target = torch.gather(nsp_logits, -1, next_sentence_labels.unsqueeze(-1)).squeeze(-1)
-        nsp_loss = torch.logsumexp(nsp_logits, -1) - nsp_target
+        nsp_loss = _nll(nsp_logits, next_sentence_labels)
         outputs = {
             "mlm_loss_sum": mlm_loss_sum,
             "mlm_correct": mlm_correct,
@@ -79,3 +77,9 @@ class BERTScorer(nn.Module):
             "mlm_logits": logits32,
         }
         return tuple(outputs[name] for name in SCORING_OUTPUTS)  # the graph's output order, by name
+
+
+def _nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """-log p(label) over the last axis, as log_softmax then a gather: ONNX Runtime's CPU LogSoftmax
+    is vectorized and 8x faster than its ReduceLogSumExp over a 30522-wide vocabulary."""
+    return -torch.gather(torch.log_softmax(logits, -1), -1, labels.unsqueeze(-1)).squeeze(-1)

@@ -111,6 +111,24 @@ def test_fp16_graph_is_structurally_valid(tiny_export):
         assert verification["reasons"][0].startswith("not run: no working CUDA provider")
 
 
+def test_fp16_loss_is_computed_in_fp32_from_its_own_logits(tiny_export, cases):
+    """The fp16 graph's logits are fp16-rounded, but the loss arithmetic after them is fp32: its
+    MLM loss matches float64 arithmetic on its own logits (fp16 arithmetic was off by ~5e-3)."""
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
+    tail = manifest["variants"]["fp16"]["conversion"]["fp32_nodes"]
+    assert {n.split("/")[-1].rstrip("_0123456789") for n in tail} >= {"LogSoftmax", "GatherElements", "Neg", "Mul"}
+    feed = cases[0].inputs
+    out = run(tiny_export / "fp16" / "scoring.onnx", feed)  # ONNX Runtime's CPU EP runs fp16 graphs too
+    x = out["mlm_logits"].astype(np.float64)
+    top = x.max(-1, keepdims=True)
+    nll = (
+        np.log(np.exp(x - top).sum(-1))
+        + top[..., 0]
+        - np.take_along_axis(x, feed["masked_lm_ids"][..., None], -1)[..., 0]
+    )
+    np.testing.assert_allclose(out["mlm_loss_sum"], (nll * feed["masked_lm_weights"]).sum(-1), rtol=1e-5, atol=1e-4)
+
+
 def test_verification_fails_loudly_with_numbers(tiny_checkpoint, tmp_path, perturbed_export):
     with pytest.raises(ExportVerificationError, match=r"fp32: full graph: max \|Δ MLM logit\| [\d.e-]+ > 0.0001"):
         export_model(ExportConfig(model=tiny_checkpoint, out=tmp_path / "bad", variants=("fp32",), verify_pairs=16))
