@@ -212,8 +212,11 @@ def pairs(docs: str, out: Path, seed: int, n_pairs: int | None, sentences: int, 
               help=f"Padded tokens per batch of our runtimes (as score's; default: {BATCH_DEFAULTS}).")  # fmt: skip
 @click.option("--max-batch", type=click.IntRange(1), help=f"Pairs per batch at most (default: {PAIR_DEFAULTS}).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--force", is_flag=True, help="Replace OUT's earlier bench results (and its export if it no longer fits)."
+)
 def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, optimum: bool, threads: int | None,
-          max_length: int, token_budget: int | None, max_batch: int | None, out: Path) -> None:  # fmt: skip
+          max_length: int, token_budget: int | None, max_batch: int | None, out: Path, force: bool) -> None:  # fmt: skip
     """Measure runtimes side by side against the usual PyTorch evaluation loop."""
     import shlex
     import sys
@@ -222,7 +225,7 @@ def bench(model: str, corpus: Path, runtimes: tuple[str, ...], baseline: bool, o
 
     config = BenchConfig(model=model, corpus=corpus, out=out, runtimes=runtimes or DEFAULT_RUNTIMES, baseline=baseline,
                          optimum=optimum, max_length=max_length, token_budget=token_budget, max_batch=max_batch,
-                         command=shlex.join(["lucid-eval", *sys.argv[1:]]))  # fmt: skip
+                         command=shlex.join(["lucid-eval", *sys.argv[1:]]), force=force)  # fmt: skip
     if threads:
         config.threads = threads
     table = run_bench(config, echo=click.echo)

@@ -26,6 +26,7 @@ from lucid_eval.bench.measure import (
     run_isolated,
     suite_overhead,
 )
+from lucid_eval.errors import UserError
 from lucid_eval.harness.batching import default_batch_shape
 from lucid_eval.reports.bench import overhead_line, profile_line
 from lucid_eval.runtimes import spec
@@ -47,6 +48,22 @@ class BenchConfig:
     token_budget: int | None = None  # None: harness.batching.default_batch_shape of the runtimes' devices
     max_batch: int | None = None
     command: str = ""
+    force: bool = False  # replace OUT's earlier results, and its export when it no longer fits
+
+
+BENCH_FILES = ("bench.csv", "bench.json", "bench.html", "bench.md")
+
+
+class BenchOutError(UserError):
+    """OUT holds an earlier bench's results, or an export this bench would have to replace."""
+
+
+def check_out(config: BenchConfig) -> None:
+    """Refuse, before measuring anything, to overwrite an earlier bench's results without `force`."""
+    found = [name for name in BENCH_FILES if (config.out / name).exists()]
+    if found and not config.force:
+        raise BenchOutError(f"{config.out} holds an earlier bench ({', '.join(found)}); "
+                            "pass --force to replace it, or choose another --out")  # fmt: skip
 
 
 def _cpu_name() -> str:
@@ -60,7 +77,7 @@ def _cpu_name() -> str:
 
 def prepare_export(config: BenchConfig) -> Path:
     """Export the model into OUT/export-NAME with the variants the runtimes need; a verified export
-    of the same source with those variants is reused, an older one of ours replaced."""
+    of the same source with those variants is reused, any other replaced only with `force`."""
     from lucid_eval.export import ExportBundle, ExportConfig, ExportError, export_model
     from lucid_eval.train.named import resolve_checkpoint
 
@@ -71,8 +88,12 @@ def prepare_export(config: BenchConfig) -> Path:
         manifest = ExportBundle.load(export_dir).manifest
         if manifest.source_checkpoint == str(checkpoint) and set(variants) <= set(manifest.variants):
             return export_dir
-    except ExportError:
-        pass
+        unfit = f"is of {manifest.source_checkpoint} with variants {', '.join(manifest.variants)}"
+    except ExportError as e:
+        unfit = f"is not a usable export ({e})"
+    if export_dir.exists() and any(export_dir.iterdir()) and not config.force:
+        raise BenchOutError(f"{export_dir} {unfit}; this bench needs {checkpoint} with {', '.join(variants)}: "
+                            "pass --force to replace it, or choose another --out")  # fmt: skip
     export_model(ExportConfig(model=checkpoint, out=export_dir, variants=variants or ("fp32",), force=True))
     return export_dir
 
@@ -93,6 +114,7 @@ def _gemm_rates(shapes, model_config, profile: dict[str, float], real_tokens: in
 
 def run_bench(config: BenchConfig, echo=print) -> pd.DataFrame:
     """Measure every runtime (and the baseline) in its own process on the same masked corpus."""
+    check_out(config)
     config.out.mkdir(parents=True, exist_ok=True)
     export_dir = prepare_export(config)
     budget, pairs = default_batch_shape((spec(r).device for r in config.runtimes), config.max_length)

@@ -115,3 +115,39 @@ def test_gemm_rates_need_a_fused_profile_and_their_line_names_them():
         "ort-cpu's GEMM operators over its padded batches: MatMul 316 GFLOP/s, Attention 253 GFLOP/s "
         "(matmul rate 344), 89.0% of its time; 1.154 padded tokens per real token."
     )
+
+
+def test_bench_never_overwrites_earlier_results_or_an_export_without_force(tiny_checkpoint, tmp_path, monkeypatch):
+    """An earlier bench's files stay untouched unless --force, and nothing is measured first; an
+    export in OUT that does not fit this bench is replaced only with --force."""
+    import lucid_eval.bench as bench
+    import lucid_eval.export as export
+
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("text_a\ttext_b\na\tb\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.json").write_text("earlier")
+    exported = []
+    monkeypatch.setattr(export, "export_model", lambda config: exported.append(config) or 1 / 0)
+    args = ["bench", "--model", str(tiny_checkpoint), "--corpus", str(corpus), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert (
+        result.exit_code == 1 and "holds an earlier bench (bench.json)" in result.output and "--force" in result.output
+    )
+    assert (
+        (out / "bench.json").read_text() == "earlier" and not exported and sorted(out.iterdir()) == [out / "bench.json"]
+    )
+
+    (out / "bench.json").unlink()
+    stale = out / f"export-{tiny_checkpoint.name}"
+    stale.mkdir()
+    (stale / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and f"{stale} is not a usable export" in result.output, result.output
+    assert (stale / "notes.txt").read_text() == "mine" and not exported
+
+    config = bench.BenchConfig(model=str(tiny_checkpoint), corpus=corpus, out=out, force=True)
+    with pytest.raises(ZeroDivisionError):  # the fake export: reached only with force
+        bench.prepare_export(config)
+    assert exported and exported[0].out == stale and exported[0].force
