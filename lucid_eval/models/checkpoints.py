@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from lucid_eval.errors import UserError
 from lucid_eval.models.config import BERTConfig
-from lucid_eval.models.named import local_or_demo
+from lucid_eval.models.named import NAMES, local_or_demo
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -140,7 +140,9 @@ def read_config(path: Path) -> BERTConfig:
     """The config.json of the checkpoint (a dir, or a weights file with the config beside it)."""
     config_path = path / CONFIG_NAME if path.is_dir() else path.parent / CONFIG_NAME
     if not config_path.exists():
-        raise CheckpointError(f"no {CONFIG_NAME} next to the weights at {path}")
+        shadow = (f" (the directory {path} here is taken before the name {str(path)!r}: run from another directory "
+                  "for the named checkpoint)") if str(path) in NAMES else ""  # fmt: skip
+        raise CheckpointError(f"no {CONFIG_NAME} next to the weights at {path}{shadow}")
     try:
         return BERTConfig.from_json_file(config_path)
     except ValueError as exc:

@@ -117,6 +117,13 @@ def test_missing_files_are_clear(tmp_path):
         BERTForPreTraining.from_pretrained(tmp_path)
 
 
+def test_a_local_directory_named_demo_says_it_shadows_the_shipped_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. an earlier `score --out demo`
+    with pytest.raises(CheckpointError, match="the directory demo here is taken before the name 'demo'"):
+        BERTForPreTraining.from_pretrained("demo")
+
+
 def test_config_round_trips_hf_config_json(tmp_path):
     transformers = pytest.importorskip("transformers")
     ours = BERTConfig.tiny(hidden_act="gelu_new", layer_norm_eps=1e-7)
