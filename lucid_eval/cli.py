@@ -107,19 +107,27 @@ def main() -> None:
     type=click.IntRange(0, 1400),
     help="Short text pairs verified beyond the three shape cases (more pairs, firmer verdicts).",
 )
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Text-pair file (TSV/CSV/JSONL, as score reads) whose pairs set int8-static's activation ranges "
+    "(up to 256 sampled); default: built-in pairs the verification does not use.",
+)
 @click.option("--tolerance", "tolerances", multiple=True, help=TOLERANCE_HELP)
 @click.option("--strict", is_flag=True, help=STRICT_HELP)
 def export(model: str, out: Path, force: bool, opset: int, variants: tuple[str, ...], verify_pairs: int,
-           tolerances: tuple[str, ...], strict: bool) -> None:  # fmt: skip
+           calibration: Path | None, tolerances: tuple[str, ...], strict: bool) -> None:  # fmt: skip
     """Export MODEL to verified ONNX graphs (full + scoring) in OUT."""
     import sys
 
     from lucid_eval.export import ExportConfig, ExportVerificationError, export_model
+    from lucid_eval.harness.calibration import calibration_from_file
     from lucid_eval.tolerances import parse_overrides
     from lucid_eval.verdict import exit_code
 
     config = ExportConfig(model=Path(model), out=out, opset=opset, variants=variants or DEFAULT_VARIANTS, force=force,
-                          verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances))  # fmt: skip
+                          verify_pairs=verify_pairs, tolerances=parse_overrides(tolerances),
+                          calibration=calibration_from_file(calibration) if calibration else None)  # fmt: skip
     try:
         manifest = export_model(config)
     except ExportVerificationError as exc:  # a verdict, not a usage error: exit 3 as score does

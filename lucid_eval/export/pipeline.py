@@ -43,7 +43,15 @@ from lucid_eval.export.transforms import (
     quantize_int8,
     quantize_int8_static,
 )
-from lucid_eval.export.verify import ExportVerificationError, build_cases, calibration_inputs, verify_variants
+from lucid_eval.export.verify import (
+    CALIBRATION_MAX_LENGTH,
+    PAIR_BATCH,
+    Calibration,
+    ExportVerificationError,
+    build_cases,
+    calibration_inputs,
+    verify_variants,
+)
 from lucid_eval.files import sha256_file
 from lucid_eval.isolated import run_isolated
 from lucid_eval.locking import exclusive_lock
@@ -69,6 +77,7 @@ class ExportConfig:
     int8_per_channel: bool = True
     int8_reduce_range: bool = False
     force: bool = False  # replace an existing export in `out`
+    calibration: Calibration | None = None  # pairs for int8-static's activation ranges (default: built-in pairs)
 
 
 def load_checkpoint(path: Path) -> tuple[BERTForPreTraining, BERTTokenizerFast]:
@@ -107,6 +116,14 @@ def export_model(config: ExportConfig) -> Manifest:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
     if not MIN_OPSET <= config.opset <= MAX_OPSET:
         raise ValueError(f"opset {config.opset} is not supported; choose {MIN_OPSET}–{MAX_OPSET} (default 17)")
+    if config.calibration is not None and len(config.calibration.pairs) < PAIR_BATCH:
+        raise ValueError(
+            f"static int8 calibration needs at least {PAIR_BATCH} text pairs, got {len(config.calibration.pairs)}"
+        )
+    if config.calibration is not None and "int8-static" not in config.variants:
+        raise ValueError(
+            "--calibration sets int8-static's activation ranges; ask for that variant (--variant int8-static)"
+        )
     out = Path(config.out)
     check_destination(out, config.force)
     started = time.perf_counter()
@@ -233,10 +250,13 @@ def _build_variants(
     if "int8" in config.variants:
         step("int8", "quantize_int8", "int8", "cpu", lambda dst: {"quantization": quantize(INT8_OP_TYPES)})
     if "int8-static" in config.variants:
-        length = min(config.verify_max_length, cfg.max_position_embeddings)
-        batches = calibration_inputs(tokenizer, length, cfg.vocab_size, config.verify_pairs)
+        pairs, source = None, {"data": "built-in sentence pairs the verification does not use"}
+        if config.calibration is not None:
+            pairs, source = config.calibration.pairs, config.calibration.source
+        length = min(CALIBRATION_MAX_LENGTH, cfg.max_position_embeddings)
+        batches = calibration_inputs(tokenizer, length, cfg.vocab_size, config.verify_pairs, pairs=pairs)
         static = partial(run_isolated, each_graph, quantize_int8_static, fp32)
-        args = (cfg.vocab_size, batches, config.int8_per_channel, config.int8_reduce_range)
+        args = (cfg.vocab_size, batches, source, config.int8_per_channel, config.int8_reduce_range)
         step(
             "int8-static",
             "quantize_int8_static",

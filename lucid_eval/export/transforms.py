@@ -124,11 +124,13 @@ def quantize_int8_static(
     dst: Path,
     vocab_size: int,
     calibration: list[dict[str, np.ndarray]],
+    source: dict[str, Any],
     per_channel: bool = True,
     reduce_range: bool = False,
 ) -> dict[str, Any]:
     """Static int8 of the plain graph's MatMuls (QOperator: QLinearMatMul, U8S8), the activation
-    ranges calibrated (MinMax) on `calibration` batches; the MLM decoder stays fp32 as in dynamic int8."""
+    ranges calibrated (MinMax) on `calibration` batches, whose origin `source` describes; the MLM
+    decoder stays fp32 as in dynamic int8."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -173,7 +175,8 @@ def quantize_int8_static(
             "method": "MinMax",
             "batches": len(calibration),
             "pairs": sum(len(b["input_ids"]) for b in calibration),
-            "data": "built-in sentence pairs the verification does not use",
+            "max_length": max(b["input_ids"].shape[1] for b in calibration),
+            **source,
         },  # fmt: skip
         "per_channel": per_channel,
         "reduce_range": reduce_range,

@@ -32,6 +32,8 @@ from lucid_eval.tolerances import Tolerance, decisive
 from lucid_eval.verdict import Agreement, Evidence, Verdict, judge, worst
 
 PAIR_BATCH = 16
+CALIBRATION_PAIRS = 256
+CALIBRATION_MAX_LENGTH = 128  # tokens per calibration pair, as score's default --max-length
 
 
 class ExportVerificationError(UserError, RuntimeError):
@@ -104,7 +106,7 @@ def _pick(rng: np.random.Generator, available: int, n_pairs: int) -> np.ndarray:
     return rng.choice(available, size=need, replace=False)
 
 
-def calibration_pairs(verify_pairs: int, seed: int = 0, n_pairs: int = 256) -> list[tuple[str, str]]:
+def calibration_pairs(verify_pairs: int, seed: int = 0, n_pairs: int = CALIBRATION_PAIRS) -> list[tuple[str, str]]:
     """Up to `n_pairs` sentence pairs the verification (same seed, `verify_pairs`) does not use, so
     a static int8 graph is not judged on the data its activation ranges were fitted to."""
     sents = _sentences()
@@ -117,16 +119,27 @@ def calibration_pairs(verify_pairs: int, seed: int = 0, n_pairs: int = 256) -> l
     return pairs
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Text pairs to calibrate static int8 on, and the manifest's record of where they came from."""
+
+    pairs: list[tuple[str, str]]
+    source: dict[str, Any]
+
+
 def calibration_inputs(
-    tokenizer: BERTTokenizerFast, max_length: int, vocab_size: int, verify_pairs: int, seed: int = 0
+    tokenizer: BERTTokenizerFast,
+    max_length: int,
+    vocab_size: int,
+    verify_pairs: int,
+    seed: int = 0,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Scoring-graph inputs for static int8 calibration: `calibration_pairs` masked like the
-    verification's, in batches of PAIR_BATCH at up to 64 tokens."""
-    pairs, rng = calibration_pairs(verify_pairs, seed), np.random.default_rng(seed + 1)
+    """Scoring-graph inputs for static int8 calibration: `pairs` (default: `calibration_pairs`)
+    masked like the verification's, in batches of PAIR_BATCH at up to `max_length` tokens."""
+    pairs, rng = pairs or calibration_pairs(verify_pairs, seed), np.random.default_rng(seed + 1)
     return [
-        _case(
-            "calibration", "calibration", tokenizer, pairs[i : i + PAIR_BATCH], min(64, max_length), vocab_size, rng
-        ).inputs
+        _case("calibration", "calibration", tokenizer, pairs[i : i + PAIR_BATCH], max_length, vocab_size, rng).inputs
         for i in range(0, len(pairs), PAIR_BATCH)
     ]
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -76,6 +77,20 @@ def test_broken_checkpoints(checkpoint, tmp_path, damage, message):
 )
 def test_export_options(tiny_checkpoint, tmp_path, extra, message):
     assert message in run("export", "--model", tiny_checkpoint, "--out", tmp_path / "e", *extra)
+
+
+def test_export_calibration_files_are_checked_before_any_work(tiny_checkpoint, tmp_path):
+    def pairs_file(name: str, n: int) -> Path:
+        path = tmp_path / name
+        path.write_text("text_a\ttext_b\n" + "".join(f"short a {i}\tshort b {i}\n" for i in range(n)) + "no tab\n")
+        return path
+
+    args = ("export", "--model", tiny_checkpoint, "--out", tmp_path / "e", "--calibration")
+    assert "ask for that variant (--variant int8-static)" in run(*args, pairs_file("ok.tsv", 20), "--variant", "int8")
+    message = "needs at least 16 valid text pairs, found 5 (1 rows rejected)"
+    assert message in run(*args, pairs_file("few.tsv", 5), "--variant", "int8-static")
+    assert "does not exist" in run(*args, tmp_path / "none.tsv", "--variant", "int8-static")
+    assert not (tmp_path / "e").exists()
 
 
 def test_export_paths(tiny_checkpoint, tmp_path):

@@ -255,3 +255,39 @@ def test_static_int8_is_calibrated_on_pairs_the_verification_does_not_use(tiny_c
     with create_runtime("ort-cpu-int8-static", bundle, threads=1) as runtime:
         out = runtime.run(Batch(**batches[0]))
         assert runtime.info().precision == "int8" and np.isfinite(out.mlm_logits).all()
+
+
+def _activation_scales(path) -> list[float]:
+    graph = onnx.load(str(path)).graph
+    values = {i.name: float(onnx.numpy_helper.to_array(i)) for i in graph.initializer if not i.dims}
+    return [values[n.input[1]] for n in graph.node if n.op_type == "QLinearMatMul"]
+
+
+def test_static_int8_calibrates_on_the_users_file_and_records_it(tiny_checkpoint, tmp_path):
+    """--calibration: the file's pairs (not the built-in ones) set the ranges; the manifest names the
+    file, its hash and how many pairs were drawn from how many."""
+    import hashlib
+
+    from lucid_eval.harness.calibration import calibration_from_file
+
+    words = ["the", "zebra", "quietly", "moves", "across", "an", "ancient", "river", "at", "dawn"]
+    rows = [f"{' '.join(words[i % 7 :] * 3)}\t{' '.join(words[: i % 9 + 1] * 2)}" for i in range(300)]
+    pairs = tmp_path / "domain.tsv"
+    pairs.write_text("text_a\ttext_b\n" + "\n".join(rows) + "\nonly one column\n")
+    configs = {name: ExportConfig(model=tiny_checkpoint, out=tmp_path / name, variants=("int8-static",), verify_pairs=64)
+               for name in ("builtin", "file")}  # fmt: skip
+    configs["file"].calibration = calibration_from_file(pairs)
+    manifests = {name: export_model(config) for name, config in configs.items()}
+    recorded = manifests["file"].variants["int8-static"].quantization["calibration"]
+    assert recorded["data"] == "file" and recorded["file"] == str(pairs.resolve())
+    assert recorded["sha256"] == hashlib.sha256(pairs.read_bytes()).hexdigest()
+    assert (recorded["valid_pairs"], recorded["rejected_rows"], recorded["sampled_pairs"], recorded["pairs"]) == (
+        300,
+        1,
+        256,
+        256,
+    )
+    assert manifests["builtin"].variants["int8-static"].quantization["calibration"]["data"].startswith("built-in")
+    scales = {name: _activation_scales(tmp_path / name / "int8-static" / "scoring.onnx") for name in configs}
+    assert len(scales["file"]) == len(scales["builtin"]) > 0 and scales["file"] != scales["builtin"]
+    assert manifests["file"].variants["int8-static"].verdict.value != "FAIL"
