@@ -137,7 +137,8 @@ def calibration_inputs(
 ) -> list[dict[str, np.ndarray]]:
     """Scoring-graph inputs for static int8 calibration: `pairs` (default: `calibration_pairs`)
     masked like the verification's, in batches of PAIR_BATCH at up to `max_length` tokens."""
-    pairs, rng = pairs or calibration_pairs(verify_pairs, seed), np.random.default_rng(seed + 1)
+    pairs = calibration_pairs(verify_pairs, seed) if pairs is None else pairs
+    rng = np.random.default_rng(seed + 1)
     return [
         _case("calibration", "calibration", tokenizer, pairs[i : i + PAIR_BATCH], max_length, vocab_size, rng).inputs
         for i in range(0, len(pairs), PAIR_BATCH)

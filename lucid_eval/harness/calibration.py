@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from lucid_eval.export.verify import CALIBRATION_PAIRS, PAIR_BATCH, Calibration
+from lucid_eval.files import sha256_file
 from lucid_eval.harness.corpus import CorpusError, CorpusReader
 
 
@@ -15,10 +15,7 @@ def calibration_from_file(path: str | Path, n_pairs: int = CALIBRATION_PAIRS, se
     """Up to `n_pairs` pairs drawn uniformly (reservoir sampling, `seed`) from the valid rows of a
     text-pair file, for `lucid-eval export --calibration`, with the file's hash and row counts."""
     reader, rng = CorpusReader(path), np.random.default_rng(seed)
-    digest, pairs, seen = hashlib.sha256(), [], 0
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    pairs, seen = [], 0
     for record in reader:
         seen += 1
         if len(pairs) < n_pairs:
@@ -28,6 +25,6 @@ def calibration_from_file(path: str | Path, n_pairs: int = CALIBRATION_PAIRS, se
     if len(pairs) < PAIR_BATCH:
         raise CorpusError(path, f"static int8 calibration needs at least {PAIR_BATCH} valid text pairs, "
                                 f"found {seen} ({reader.stats.rejected} rows rejected)")  # fmt: skip
-    source = {"data": "file", "file": str(Path(path).resolve()), "sha256": digest.hexdigest(), "valid_pairs": seen,
+    source = {"data": "file", "file": str(Path(path).resolve()), "sha256": sha256_file(path), "valid_pairs": seen,
               "rejected_rows": reader.stats.rejected, "sampled_pairs": len(pairs), "seed": seed}  # fmt: skip
     return Calibration(pairs, source)
